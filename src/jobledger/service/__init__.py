@@ -1,0 +1,1 @@
+"""The reference job service: protocol v1 over HTTP (``jobledger serve``)."""
