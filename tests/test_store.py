@@ -1,0 +1,236 @@
+"""Tests of the content-addressed blob store: round trips, checks on read, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobledger.errors import CacheCorruptionError
+from jobledger.store import Store, StoreStats
+
+SMALL = b"small blob"
+LARGE = os.urandom(100_000)  # above diskcache's 32 KiB threshold: stored as a file
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store") as opened:
+        yield opened
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_opening_is_lazy(tmp_path: Path) -> None:
+    Store(tmp_path / "lazy")
+    assert not (tmp_path / "lazy").exists()
+
+
+@pytest.mark.parametrize("data", [b"", SMALL, LARGE])
+def test_round_trip(store: Store, data: bytes) -> None:
+    digest = store.put_bytes(data)
+    assert digest == sha(data)
+    assert store.has(digest)
+    assert store.get_bytes(digest) == data
+    assert store.put_bytes(data) == digest  # idempotent
+    assert store.stats() == StoreStats(count=1, size=len(data))
+
+
+def test_absent_blob_is_a_key_error(store: Store) -> None:
+    with pytest.raises(KeyError):
+        store.get_bytes(sha(b"never stored"))
+    with pytest.raises(KeyError):
+        store.copy_to(sha(b"never stored"), io.BytesIO())
+    assert not store.has(sha(b"never stored"))
+    assert store.path_of(sha(b"never stored")) is None
+
+
+def test_large_blob_lives_in_a_file_small_inline(store: Store) -> None:
+    large, small = store.put_bytes(LARGE), store.put_bytes(SMALL)
+    path = store.path_of(large)
+    assert path is not None and path.read_bytes() == LARGE
+    assert store.path_of(small) is None
+
+
+def test_flipped_byte_in_file_is_detected_on_every_read(store: Store) -> None:
+    digest = store.put_bytes(LARGE)
+    assert store.get_bytes(digest) == LARGE
+    path = store.path_of(digest)
+    assert path is not None
+    raw = bytearray(path.read_bytes())
+    raw[1234] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CacheCorruptionError) as info:
+        store.get_bytes(digest, what="result of job J0123")
+    message = str(info.value)
+    assert "result of job J0123" in message
+    assert str(path) in message
+    assert "jobledger cache verify" in message
+    with pytest.raises(CacheCorruptionError, match="result of job J0123"):
+        store.copy_to(digest, io.BytesIO(), what="result of job J0123")
+    assert store.verify() == [digest]
+
+
+def test_flipped_byte_in_database_row_is_detected(store: Store, tmp_path: Path) -> None:
+    digest = store.put_bytes(SMALL)
+    store.close()
+    with sqlite3.connect(tmp_path / "store" / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"smaLl blob", digest))
+    db.close()
+    with pytest.raises(CacheCorruptionError) as info:
+        store.get_bytes(digest, what="batch of job J9")
+    assert "batch of job J9" in str(info.value)
+    assert str(tmp_path / "store") in str(info.value)
+    assert store.verify() == [digest]
+
+
+def test_missing_file_is_corruption_not_absence(store: Store) -> None:
+    digest = store.put_bytes(LARGE)
+    path = store.path_of(digest)
+    assert path is not None
+    path.unlink()
+    with pytest.raises(CacheCorruptionError, match="missing"):
+        store.get_bytes(digest)
+    assert store.verify() == [digest]
+
+
+def test_pickled_entries_are_refused(store: Store, tmp_path: Path) -> None:
+    digest = store.put_bytes(SMALL)
+    store.close()
+    mode_pickle = 4
+    with sqlite3.connect(tmp_path / "store" / "cache.db") as db:
+        db.execute("UPDATE Cache SET mode = ? WHERE key = ?", (mode_pickle, digest))
+    db.close()
+    with pytest.raises(CacheCorruptionError, match="not bytes"):
+        store.get_bytes(digest)
+
+
+def test_only_bytes_go_in(store: Store) -> None:
+    with pytest.raises(TypeError):
+        store.put_bytes("text")  # type: ignore[arg-type]
+
+
+def chunks(total: int, size: int = 1 << 20) -> Iterator[bytes]:
+    block = bytes(range(256)) * (size // 256)
+    for offset in range(0, total, size):
+        yield block[: min(size, total - offset)]
+
+
+def test_put_stream_64_mib_in_bounded_memory(store: Store) -> None:
+    total = 64 << 20
+    expected = hashlib.sha256()
+    for chunk in chunks(total):
+        expected.update(chunk)
+    tracemalloc.start()
+    try:
+        digest, size = store.put_stream(
+            chunks(total), expected_sha256=expected.hexdigest(), expected_size=total
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (digest, size) == (expected.hexdigest(), total)
+    assert peak < 16 << 20
+    sink = hashlib.sha256()
+
+    class HashSink(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            sink.update(data)
+            return len(data)
+
+    with HashSink() as out:
+        assert store.copy_to(digest, out) == total  # type: ignore[arg-type]
+    assert sink.hexdigest() == digest
+
+
+def test_put_stream_mismatch_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    wrong = sha(b"something else")
+    with pytest.raises(CacheCorruptionError, match="do not match the service's digest"):
+        store.put_stream(chunks(3 << 20), expected_sha256=wrong)
+    with pytest.raises(CacheCorruptionError):
+        store.put_stream(chunks(3 << 20), expected_size=5)
+    assert store.stats() == StoreStats(0, 0)
+    assert list(store.digests()) == []
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert all(p.name.startswith("cache.db") for p in files), files
+
+
+def test_put_stream_of_existing_blob_is_idempotent(store: Store) -> None:
+    first = store.put_stream([LARGE[:50_000], LARGE[50_000:]])
+    assert first == (sha(LARGE), len(LARGE))
+    assert store.put_stream([LARGE]) == first
+    assert store.put_bytes(LARGE) == first[0]
+    assert store.stats() == StoreStats(1, len(LARGE))
+
+
+def test_failing_source_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"x" * 100_000
+        raise ConnectionError("network dropped")
+
+    with pytest.raises(ConnectionError):
+        store.put_stream(broken())
+    assert [p for p in (tmp_path / "store").rglob("*.val")] == []
+
+
+def test_nothing_is_evicted(store: Store) -> None:
+    digests = {store.put_bytes(i.to_bytes(4, "big") * 300) for i in range(1500)}
+    digests.add(store.put_bytes(os.urandom(200_000)))
+    assert set(store.digests()) == digests
+    assert store.stats().count == len(digests)
+    assert store.verify() == []
+
+
+def test_delete(store: Store) -> None:
+    digest = store.put_bytes(LARGE)
+    path = store.path_of(digest)
+    assert store.delete(digest)
+    assert not store.delete(digest)
+    assert not store.has(digest)
+    assert path is not None and not path.exists()
+
+
+def test_malformed_expected_digest(store: Store) -> None:
+    with pytest.raises(ValueError, match="not a sha256"):
+        store.put_stream([b"x"], expected_sha256="abc")
+
+
+def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from jobledger.store import Store
+
+        tag = sys.argv[2].encode()
+        store = Store(Path(sys.argv[1]))
+        for i in range(60):
+            store.put_bytes(b"shared %d" % i)
+            store.put_bytes(tag + b" own %d" % i)
+            store.put_stream([b"big %d " % i, b"x" * 40_000])
+        store.close()
+        """
+    )
+    path = tmp_path / "shared"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), tag]) for tag in ("a", "b")
+    ]
+    assert [proc.wait(timeout=60) for proc in procs] == [0, 0]
+    with Store(path) as store:
+        assert store.stats().count == 60 * 4
+        assert store.verify() == []
+        assert store.get_bytes(sha(b"b own 7")) == b"b own 7"
