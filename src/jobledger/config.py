@@ -299,9 +299,7 @@ def _read_config(paths: Paths, *, check_mode: bool = True) -> _ConfigFile:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"malformed config file {path}: {exc}; fix the TOML syntax there"
-        ) from None
+        raise ConfigError(_syntax_error(path, text, str(exc))) from None
 
     for key in data:
         if key not in _TOP_KEYS:
@@ -406,7 +404,22 @@ def _file_error(
     line = _line_of(text, key, profile)
     where = f"{path}, line {line}" if line else str(path)
     hint = f"; known keys: {', '.join(known)}" if known else ""
-    return ConfigError(f"malformed config file {where}: {problem} (key {key!r}){hint}")
+    return ConfigError(f"malformed config file {where}: {problem}{hint}")
+
+
+def _syntax_error(path: Path, text: str, message: str) -> str:
+    """A TOML syntax error message naming the file, the line and its key."""
+    found = re.search(r"at line (\d+)", message)
+    if found is None:
+        return f"malformed config file {path}: {message}; fix the TOML syntax there"
+    number = int(found.group(1))
+    lines = text.splitlines()
+    source = lines[number - 1] if 0 < number <= len(lines) else ""
+    key = re.match(r"\s*([\w.\"'-]+)\s*=", source)
+    about = f" (key {key.group(1)!r})" if key else ""
+    return (
+        f"malformed config file {path}, line {number}{about}: {message}; fix the TOML syntax there"
+    )
 
 
 def _line_of(text: str, key: str, profile: str | None) -> int | None:
