@@ -1,0 +1,658 @@
+"""A connection to one job service, with the local registry and store beside it.
+
+:class:`Connection` is where user calls meet the three layers: it records intent in
+the :class:`~jobledger.registry.Registry`, keeps bytes in the
+:class:`~jobledger.store.Store`, and only then talks to the service through a
+:class:`~jobledger.transport.Transport`, which it creates on the first call that
+needs the network (so reading what is recorded never starts or reaches anything).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from jobledger import codecs
+from jobledger.errors import (
+    JobNotFoundError,
+    OfflineError,
+    ServiceError,
+)
+from jobledger.paths import Paths, get_paths
+from jobledger.registry import BlobRef, JobRecord, Registry, ServiceRecord, to_iso
+from jobledger.status import FINAL_STATES, JobStatus, parse_status
+
+if TYPE_CHECKING:
+    from jobledger.config import ResolvedConfig
+    from jobledger.job import Job
+    from jobledger.poller import Poller
+    from jobledger.store import Store
+    from jobledger.transport import Transport
+
+__all__ = ["BackendInfo", "Connection", "SyncReport", "connection_for"]
+
+T = TypeVar("T")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_UNREACHABLE_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A backend offered by the service."""
+
+    name: str
+    version: str
+    description: str
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :meth:`Connection.sync` did."""
+
+    new: int = 0
+    updated: int = 0
+    resolved: int = 0
+    fetched: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class _Binding:
+    transport: Transport
+    service: ServiceRecord
+
+
+class Connection:
+    """The registry, the store and (when needed) one job service.
+
+    Build it with :func:`jobledger.connect`. Safe to share between threads; a
+    context manager that closes everything it opened.
+    """
+
+    def __init__(self, config: ResolvedConfig, paths: Paths | None = None) -> None:
+        self.config = config
+        self.paths = paths or get_paths()
+        self._binding: _Binding | None = None
+        self._bind_lock = threading.RLock()
+        self._unreachable: tuple[float, OfflineError] | None = None
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        profile: str | None = None,
+        offline: bool | None = None,
+        verify: bool | None = None,
+    ) -> Connection:
+        """Resolve the configuration and build a connection (no I/O yet)."""
+        from jobledger.config import resolve
+
+        paths = get_paths()
+        config = resolve(
+            url=url, token=token, profile=profile, offline=offline, verify=verify, paths=paths
+        )
+        return cls(config, paths)
+
+    # -- local parts ------------------------------------------------------------
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The local registry."""
+        return Registry(self.paths.registry)
+
+    @cached_property
+    def store(self) -> Store:
+        """The local content-addressed store."""
+        from jobledger.store import Store
+
+        return Store(self.paths.store)
+
+    @cached_property
+    def poller(self) -> Poller:
+        """The one status poller shared by every handle waiting on this connection."""
+        from jobledger.poller import Poller
+
+        return Poller(self)
+
+    @property
+    def offline(self) -> bool:
+        """Whether this connection never touches the network."""
+        return self.config.offline
+
+    @property
+    def url(self) -> str | None:
+        """The service's URL (``None`` for the embedded service before it is started)."""
+        if self._binding is not None:
+            return self._binding.service.url
+        return self.config.url
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop pollers and streams and close the network session and the files."""
+        self._closed = True
+        if "poller" in self.__dict__:
+            self.poller.stop()
+        with self._bind_lock:
+            if self._binding is not None:
+                self._binding.transport.close()
+                self._binding = None
+        if "registry" in self.__dict__:
+            self.registry.close()
+        if "store" in self.__dict__:
+            self.store.close()
+
+    def __repr__(self) -> str:
+        where = "offline" if self.offline else (self.url or "embedded local service")
+        return f"<jobledger.Connection {where} registry={self.paths.registry}>"
+
+    # -- the service ------------------------------------------------------------
+
+    def bind(self) -> _Binding:
+        """The transport and service record, connecting (or starting the embedded
+        service) on first use.
+
+        :raises OfflineError: in offline mode, or when the service cannot be reached.
+        """
+        if self.offline:
+            raise OfflineError(
+                "this connection is offline (offline=True or JOBLEDGER_OFFLINE=1): only "
+                "recorded jobs and stored results can be read"
+            )
+        binding = self._binding
+        if binding is not None:
+            return binding
+        with self._bind_lock:
+            if self._binding is not None:
+                return self._binding
+            if self._unreachable and time.monotonic() - self._unreachable[0] < _UNREACHABLE_GRACE:
+                raise self._unreachable[1]
+            try:
+                self._binding = self._connect()
+            except OfflineError as exc:
+                self._unreachable = (time.monotonic(), exc)
+                raise
+            self._unreachable = None
+            self._resolve_pending(self._binding)
+            return self._binding
+
+    def _connect(self) -> _Binding:
+        from jobledger.transport import Transport
+
+        if self.config.url is None:
+            from jobledger.service.local import ensure_running
+
+            local = ensure_running(self.paths)
+            transport = Transport(local.url, local.token, verify=self.config.verify)
+            service = ServiceRecord(local.service_id, local.url, "local", None)
+        else:
+            transport = Transport(self.config.url, self.config.token, verify=self.config.verify)
+            try:
+                health = transport.health()
+            except BaseException:
+                transport.close()
+                raise
+            service = ServiceRecord(
+                str(health["service_id"]), self.config.url, "remote", self.config.profile
+            )
+        self.registry.upsert_service(service)
+        return _Binding(transport, service)
+
+    def call(self, work: Callable[[Transport], T]) -> T:
+        """Run *work* with the transport. When the embedded service went away (or
+        moved to another port), start or find it again and retry once."""
+        binding = self.bind()
+        try:
+            return work(binding.transport)
+        except OfflineError:
+            if binding.service.kind != "local":
+                raise
+            with self._bind_lock:
+                if self._binding is binding:
+                    binding.transport.close()
+                    self._binding = None
+            return work(self.bind().transport)
+
+    @property
+    def service_id(self) -> str:
+        """The id of the bound service (connects on first use)."""
+        return self.bind().service.id
+
+    def backends(self) -> list[BackendInfo]:
+        """The backends the service offers."""
+        return [
+            BackendInfo(b["name"], str(b.get("version", "")), b.get("description", ""))
+            for b in self.call(lambda t: t.backends())
+        ]
+
+    # -- submitting -------------------------------------------------------------
+
+    def submit(
+        self,
+        batch: Any,
+        backend: str,
+        *,
+        params: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        alias: str | None = None,
+        session_id: str | None = None,
+    ) -> Job:
+        """Record, then submit, a job; returns its handle.
+
+        The job is written to the registry (with an idempotency key) and its batch
+        to the store before the request leaves; a retried or resumed submit never
+        creates a second job.
+
+        :raises TypeError: when the batch, params or tags cannot be encoded.
+        :raises ValueError: for a bad alias.
+        :raises OfflineError: when the service cannot be reached (nothing recorded
+            when it could not be reached at all; a submission whose answer was lost
+            stays pending and is resolved by the next call or ``sync()``).
+        """
+        data, media_type = codecs.encode(batch)
+        params = _check_params(params)
+        tag_list = _check_tags(tags)
+        if not isinstance(backend, str) or not backend:
+            raise TypeError(f"backend must be a non-empty string, not {backend!r}")
+        if alias is not None:
+            check_alias(alias)
+        if session_id is not None and not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a string, not {type(session_id).__name__}")
+        binding = self.bind()
+
+        from jobledger.provenance import capture_environment, provenance_digest
+
+        environment = capture_environment()
+        digest = self.store.put_bytes(data)
+        key = uuid.uuid4().hex
+        pk = self.registry.record_submission(
+            service=binding.service.id,
+            backend=backend,
+            batch=BlobRef(digest, len(data), media_type),
+            params=params,
+            tags=tag_list,
+            alias=alias,
+            session_id=session_id,
+            provenance=environment,
+            provenance_digest=provenance_digest(environment),
+            idempotency_key=key,
+        )
+        body = {
+            "backend": backend,
+            "batch": {
+                "media_type": media_type,
+                "data": base64.b64encode(data).decode("ascii"),
+                "sha256": digest,
+            },
+            "params": params,
+            "tags": tag_list,
+            "session_id": session_id,
+        }
+        record = self._send(pk, body, key)
+        from jobledger.job import Job
+
+        return Job(record, self)
+
+    def _send(self, pk: int, body: dict[str, Any], key: str) -> JobRecord:
+        try:
+            info = self.call(lambda t: t.submit(body, idempotency_key=key))
+        except OfflineError as exc:
+            raise OfflineError(
+                f"{exc}. The submission is recorded (pending #{pk}) and will be resolved "
+                "without duplication by the next connection or `jobledger sync`"
+            ) from exc
+        except ServiceError as exc:
+            if exc.status_code is not None and 400 <= exc.status_code < 500:
+                self.registry.forget_submission(pk)
+            raise
+        return self.registry.acknowledge(pk, info)
+
+    def _resolve_pending(self, binding: _Binding) -> int:
+        """Re-send submissions whose answer never arrived, with their original keys."""
+        pending = self.registry.query(
+            limit=None, pending_submission=True, service=binding.service.id
+        )
+        resolved = 0
+        for record in pending:
+            if record.batch is None or not self.store.has(record.batch.sha256):
+                continue
+            data = self.store.get_bytes(record.batch.sha256, what=f"batch of {record.name}")
+            body = {
+                "backend": record.backend,
+                "batch": {
+                    "media_type": record.batch.media_type,
+                    "data": base64.b64encode(data).decode("ascii"),
+                    "sha256": record.batch.sha256,
+                },
+                "params": record.params,
+                "tags": list(record.tags),
+                "session_id": record.session_id,
+            }
+            try:
+                info = binding.transport.submit(body, idempotency_key=record.idempotency_key)
+            except ServiceError as exc:
+                if exc.status_code is not None and 400 <= exc.status_code < 500:
+                    self.registry.forget_submission(record.pk)
+                continue
+            except OfflineError:
+                break
+            self.registry.acknowledge(record.pk, info)
+            resolved += 1
+        return resolved
+
+    # -- finding jobs -------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        """The handle of a recorded job (by id or alias); asks the service for an id
+        recorded nowhere locally, and records it.
+
+        :raises JobNotFoundError: when neither the registry nor the service knows it.
+        """
+        from jobledger.job import Job
+
+        if not isinstance(job_id, str) or not job_id:
+            raise TypeError(f"job_id must be a non-empty string, not {job_id!r}")
+        records = self.registry.find(job_id)
+        if len(records) > 1 and self._binding is not None:
+            records = [r for r in records if r.service == self._binding.service.id] or records
+        if len(records) == 1:
+            return Job(records[0], self)
+        if len(records) > 1:
+            raise JobNotFoundError(_ambiguous(job_id, records, self.registry))
+        if self.offline:
+            raise JobNotFoundError(
+                f"no job {job_id!r} in the registry {self.registry.path} (offline, so the "
+                "service was not asked)"
+            )
+        info = self.call(lambda t: t.info(job_id))
+        service = self.service_id
+        self.registry.apply_infos(service, [info])
+        return Job(self.registry.find(job_id, service)[0], self)
+
+    get_job = job
+
+    def jobs(
+        self,
+        *,
+        limit: int | None = 10,
+        skip: int = 0,
+        backend_name: str | None = None,
+        status: str | JobStatus | Iterable[str | JobStatus] | None = None,
+        pending: bool | None = None,
+        tags: Sequence[str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        descending: bool = True,
+        remote: bool = False,
+        session_id: str | None = None,
+    ) -> list[Job]:
+        """Recorded jobs, newest first, filtered in the local registry.
+
+        :param status: one status or several, in either dialect (``"done"``,
+            ``"DONE"``, ``JobStatus.DONE``).
+        :param pending: ``True`` for jobs not in a final state, ``False`` for final.
+        :param tags: jobs carrying every one of these tags.
+        :param remote: ask the service instead (and record what it returns).
+        """
+        from jobledger.job import Job
+
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer or None, not {limit!r}")
+        if not isinstance(skip, int) or skip < 0:
+            raise ValueError(f"skip must be a non-negative integer, not {skip!r}")
+        statuses = _statuses(status)
+        if pending is not None:
+            chosen = (
+                [s for s in JobStatus if s not in FINAL_STATES] if pending else list(FINAL_STATES)
+            )
+            statuses = [s for s in statuses if s in chosen] if statuses else chosen
+            if not statuses:
+                return []
+        tag_list = _check_tags(tags)
+        after = _date(created_after, "created_after")
+        before = _date(created_before, "created_before")
+        if remote:
+            return self._remote_jobs(
+                limit,
+                skip,
+                backend_name,
+                statuses,
+                tag_list,
+                after,
+                before,
+                descending,
+                session_id,
+            )
+        records = self.registry.query(
+            limit=limit,
+            skip=skip,
+            backend=backend_name,
+            statuses=statuses,
+            tags=tag_list,
+            created_after=after,
+            created_before=before,
+            descending=descending,
+            session_id=session_id,
+        )
+        return [Job(r, self) for r in records]
+
+    get_jobs = jobs
+
+    def _remote_jobs(
+        self,
+        limit: int | None,
+        skip: int,
+        backend: str | None,
+        statuses: list[JobStatus],
+        tags: list[str],
+        after: datetime | None,
+        before: datetime | None,
+        descending: bool,
+        session_id: str | None,
+    ) -> list[Job]:
+        from jobledger.job import Job
+
+        query: dict[str, Any] = {"order": "desc" if descending else "asc"}
+        if backend:
+            query["backend"] = backend
+        if statuses:
+            query["status"] = [s.value for s in statuses]
+        if tags:
+            query["tag"] = tags
+        if after:
+            query["created_after"] = to_iso(after)
+        if before:
+            query["created_before"] = to_iso(before)
+        if session_id:
+            query["session_id"] = session_id
+        wanted = None if limit is None else skip + limit
+        query["limit"] = min(1000, wanted or 1000)
+        infos: list[dict[str, Any]] = []
+
+        def fetch(transport: Transport) -> None:
+            for info in transport.list_jobs(query):
+                infos.append(info)
+                if wanted is not None and len(infos) >= wanted:
+                    return
+
+        self.call(fetch)
+        infos = infos[skip:]
+        service = self.service_id
+        self.registry.apply_infos(service, infos)
+        out = []
+        for info in infos:
+            found = self.registry.find(info["id"], service)
+            if found:
+                out.append(Job(found[0], self))
+        return out
+
+    # -- sync ---------------------------------------------------------------------
+
+    def sync(self, *, fetch_results: bool = False) -> SyncReport:
+        """Bring the registry up to date with the service.
+
+        Resolves pending submissions, records jobs that exist on the service but not
+        here, refreshes every non-final status with batch calls, and with
+        ``fetch_results=True`` downloads every finished result not yet stored.
+        """
+        from jobledger.job import Job
+
+        binding = self.bind()
+        service = binding.service.id
+        resolved = self._resolve_pending(binding)
+        before = self.registry.count()
+        infos: list[dict[str, Any]] = []
+        self.call(lambda t: infos.extend(t.list_jobs({"limit": 1000, "order": "asc"})))
+        self.registry.apply_infos(service, infos)
+        new = self.registry.count() - before
+        open_jobs = self.registry.query(
+            limit=None, service=service, statuses=[s for s in JobStatus if s not in FINAL_STATES]
+        )
+        ids = [r.job_id for r in open_jobs if r.job_id]
+        found, _missing = self.call(lambda t: t.statuses(ids))
+        self.registry.apply_infos(service, found)
+        fetched = 0
+        errors: list[str] = []
+        if fetch_results:
+            for record in self.registry.query(
+                limit=None, service=service, statuses=[JobStatus.DONE]
+            ):
+                if record.result and self.store.has(record.result.sha256):
+                    continue
+                try:
+                    Job(record, self).fetch_result()
+                    fetched += 1
+                except (ServiceError, OfflineError) as exc:
+                    errors.append(f"{record.name}: {exc}")
+        return SyncReport(
+            new=new, updated=len(found), resolved=resolved, fetched=fetched, errors=tuple(errors)
+        )
+
+
+# -- connections for handles that were not made by one ------------------------------
+
+_connections: dict[str | None, Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def connection_for(service_id: str | None, registry: Registry | None = None) -> Connection:
+    """A shared connection to the service a recorded job belongs to.
+
+    Used by handles imported from :mod:`jobledger.jobs`: the embedded service is
+    found (or started) again; a remote one is reached at its recorded URL with the
+    token configured for that URL.
+    """
+    with _connections_lock:
+        existing = _connections.get(service_id)
+        if existing is not None and not existing._closed:
+            return existing
+        from jobledger.config import resolve
+
+        paths = get_paths()
+        record = (registry or Registry(paths.registry, readonly=True)).service(service_id or "")
+        if record is None or record.kind == "local":
+            config = replace(resolve(paths=paths), url=None, token=None, profile=None)
+        else:
+            config = resolve(url=record.url, profile=record.profile, paths=paths)
+        conn = Connection(config, paths)
+        _connections[service_id] = conn
+        return conn
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+def check_alias(alias: object) -> str:
+    """Validate an alias: a Python identifier that is not a job id nor a name the
+    :mod:`jobledger.jobs` module defines.
+
+    :raises ValueError: saying what is wrong and what is allowed.
+    """
+    from jobledger.ids import ID_PATTERN
+
+    if not isinstance(alias, str) or not _IDENTIFIER.match(alias):
+        raise ValueError(
+            f"invalid alias {alias!r}: an alias must be a Python identifier (letters, digits "
+            "and underscores, not starting with a digit) so it can be imported"
+        )
+    if alias.startswith("_"):
+        raise ValueError(f"invalid alias {alias!r}: aliases may not start with an underscore")
+    if ID_PATTERN.match(alias):
+        raise ValueError(f"invalid alias {alias!r}: it has the form of a job id")
+    if alias in RESERVED_NAMES:
+        raise ValueError(
+            f"invalid alias {alias!r}: jobledger.jobs already defines that name; choose another"
+        )
+    return alias
+
+
+RESERVED_NAMES = frozenset({"get", "refresh", "names"})
+
+
+def _check_params(params: object) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise TypeError(f"params must be a dict with string keys, not {type(params).__name__}")
+    codecs.encode(params)  # raises TypeError naming what cannot travel as JSON
+    return dict(params)
+
+
+def _check_tags(tags: object) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str) or not isinstance(tags, Iterable):
+        raise TypeError(f"tags must be a list of strings, not {tags!r}")
+    out = list(tags)
+    bad = [t for t in out if not isinstance(t, str) or not t]
+    if bad:
+        raise TypeError(f"tags must be non-empty strings; got {bad[0]!r}")
+    return out
+
+
+def _statuses(status: object) -> list[JobStatus]:
+    if status is None:
+        return []
+    if isinstance(status, str | JobStatus):
+        return [parse_status(status)]
+    if isinstance(status, Iterable):
+        return [parse_status(s) for s in status]
+    raise TypeError(f"status must be a status name or a list of them, not {status!r}")
+
+
+def _date(value: datetime | str | None, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a datetime or an ISO 8601 string such as "
+            f"'2026-01-31T12:00:00+00:00', not {value!r}"
+        ) from None
+
+
+def _ambiguous(name: str, records: list[JobRecord], registry: Registry) -> str:
+    urls = []
+    for record in records:
+        service = registry.service(record.service or "")
+        urls.append(f"{record.service} ({service.url if service else 'unknown URL'})")
+    return (
+        f"job id {name!r} is recorded for {len(records)} services: {', '.join(urls)}; choose "
+        f"one with jobledger.jobs.get({name!r}, service='<service id>')"
+    )

@@ -1,0 +1,130 @@
+"""One status poller per connection, shared by every handle that waits.
+
+Handles that wait register their job id; a single background thread asks the service
+for all of them with the batch status call (one request per 1,000 jobs), records what
+changed in the registry, and wakes the waiters whose job reached a final state. It
+polls gently: from 0.2 s, backing off to a few seconds while nothing changes, and it
+stops when nobody waits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from jobledger.errors import JobledgerError, JobNotFoundError, JobTimeoutError
+from jobledger.status import JobStatus
+
+if TYPE_CHECKING:
+    from jobledger.connection import Connection
+
+__all__ = ["Poller"]
+
+FIRST_INTERVAL = 0.2
+MAX_INTERVAL = 3.0
+
+
+class Poller:
+    """Waits for many jobs of one connection with one request per poll round."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self._cond = threading.Condition()
+        self._waiting: Counter[str] = Counter()
+        self._final: set[str] = set()
+        self._failed: dict[str, JobledgerError] = {}
+        self._round = 0
+        self._error: tuple[int, JobledgerError] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._max_interval = MAX_INTERVAL
+        self.requests = 0
+
+    def wait(
+        self, job_id: str, timeout: float | None = None, poll_interval: float | None = None
+    ) -> None:
+        """Block until *job_id* is final (as recorded in the registry).
+
+        :raises JobTimeoutError: when *timeout* seconds pass first.
+        :raises OfflineError: when the service cannot be reached.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if poll_interval is not None:
+                self._max_interval = max(FIRST_INTERVAL, min(self._max_interval, poll_interval))
+            self._waiting[job_id] += 1
+            self._final.discard(job_id)
+            start_round = self._round
+            self._start()
+            try:
+                while job_id not in self._final:
+                    if job_id in self._failed:
+                        raise self._failed.pop(job_id)
+                    if self._error is not None and self._error[0] > start_round:
+                        raise self._error[1]
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise JobTimeoutError(
+                            f"job {job_id} did not reach a final state within {timeout} s; "
+                            f"wait longer, or check it with `jobledger show {job_id}`"
+                        )
+                    self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+            finally:
+                self._waiting[job_id] -= 1
+                if self._waiting[job_id] <= 0:
+                    del self._waiting[job_id]
+
+    def stop(self) -> None:
+        """Stop the polling thread."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="jobledger-poller", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        interval = FIRST_INTERVAL
+        seen: dict[str, str] = {}
+        while not self._stop.is_set():
+            with self._cond:
+                ids = sorted(self._waiting)
+                if not ids:
+                    self._thread = None
+                    return
+            changed = False
+            try:
+                found, missing = self._conn.call(lambda t, ids=ids: t.statuses(ids))
+                self.requests += (len(ids) + 999) // 1000
+                self._conn.registry.apply_infos(self._conn.service_id, found)
+            except JobledgerError as exc:
+                with self._cond:
+                    self._round += 1
+                    self._error = (self._round, exc)
+                    self._cond.notify_all()
+                self._stop.wait(interval)
+                interval = min(interval * 2, self._max_interval)
+                continue
+            with self._cond:
+                self._round += 1
+                self._error = None
+                for info in found:
+                    status = info.get("status", "")
+                    if seen.get(info["id"]) != status:
+                        changed = True
+                        seen[info["id"]] = status
+                    if JobStatus(status).is_final:
+                        self._final.add(info["id"])
+                for job_id in missing:
+                    self._failed[job_id] = JobNotFoundError(
+                        f"the service no longer knows job {job_id}"
+                    )
+                self._cond.notify_all()
+            interval = FIRST_INTERVAL if changed else min(interval * 1.5, self._max_interval)
+            self._stop.wait(interval)
