@@ -12,7 +12,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -364,11 +364,17 @@ class Job:
             self._store.get_bytes(ref.sha256, what=self._what("result")), ref.media_type
         )
 
-    def fetch_result(self) -> BlobRef:
-        """Download the result into the store (verified), unless it is there already."""
-        return self._fetch("result")
+    def fetch_result(self, progress: Callable[[int, int | None], None] | None = None) -> BlobRef:
+        """Download the result into the store (verified), unless it is there already.
 
-    def _fetch(self, part: str) -> BlobRef:
+        :param progress: called as ``progress(bytes_so_far, total_or_None)`` while
+            downloading (for progress bars).
+        """
+        return self._fetch("result", progress)
+
+    def _fetch(
+        self, part: str, progress: Callable[[int, int | None], None] | None = None
+    ) -> BlobRef:
         record = self._record
         known = record.result if part == "result" else record.batch
         if known is not None and self._store.has(known.sha256):
@@ -388,8 +394,11 @@ class Job:
         def download(transport: Any) -> BlobRef:
             with transport.download(job_id, part) as payload:
                 expected = payload.sha256 or (known.sha256 if known else None)
+                chunks = payload.chunks
+                if progress is not None:
+                    chunks = _reporting(chunks, payload.size, progress)
                 digest, size = self._store.put_stream(
-                    payload.chunks, expected_sha256=expected, expected_size=payload.size
+                    chunks, expected_sha256=expected, expected_size=payload.size
                 )
                 return BlobRef(digest, size, payload.media_type)
 
@@ -539,6 +548,17 @@ class Job:
 
     def __hash__(self) -> int:
         return hash((self._record.service, self._record.pk))
+
+
+def _reporting(
+    chunks: Iterator[bytes], total: int | None, progress: Callable[[int, int | None], None]
+) -> Iterator[bytes]:
+    done = 0
+    progress(0, total)
+    for chunk in chunks:
+        done += len(chunk)
+        progress(done, total)
+        yield chunk
 
 
 class _Stream:

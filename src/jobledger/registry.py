@@ -140,10 +140,16 @@ class Registry:
         try:
             if self.readonly:
                 conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    isolation_level=None,
+                    check_same_thread=False,
                 )
             else:
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
             conn.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
