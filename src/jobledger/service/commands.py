@@ -1,9 +1,172 @@
-"""The service's commands: ``serve``, ``service start|stop|status``, ``token create``."""
+"""The service's commands: ``serve``, ``service start|stop|status``, ``token create``.
+
+:func:`register` adds them to the ``jobledger`` click group. Heavy imports (Starlette,
+uvicorn) happen inside ``serve`` only, so ``jobledger --help`` and the client's
+commands stay fast and work without the ``server`` extra. ``token create`` prints the
+token alone on stdout, so scripts can capture it; everything else goes to stderr.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+from pathlib import Path
+
 import click
+
+from jobledger.errors import ConfigError
+
+__all__ = ["register"]
+
+_DEFAULT_MAX_BODY = 256 * 1024 * 1024
+
+
+def _default_data() -> Path:
+    from jobledger.paths import get_paths
+
+    return get_paths().local_service_data
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind; 0 picks a free port.",
+)
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The service's data folder (default: the embedded local service's).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: the number of CPUs).",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=_DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest accepted request body, in bytes.",
+)
+@click.option("--runtime-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+def serve(
+    host: str,
+    port: int,
+    data: Path | None,
+    workers: int | None,
+    max_body: int,
+    runtime_file: Path | None,
+    token_file: Path | None,
+) -> None:
+    """Run the reference job service in the foreground (Ctrl-C stops it)."""
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f"{', '.join(missing)} not installed: install jobledger[server] to serve"
+        )
+    from jobledger.service.server import serve as run
+
+    try:
+        run(
+            host=host,
+            port=port,
+            data_dir=(data or _default_data()).absolute(),
+            workers=workers or os.cpu_count() or 1,
+            max_body=max_body,
+            runtime_file=runtime_file,
+            token_file=token_file,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None
+
+
+@click.group()
+def service() -> None:
+    """The embedded local service (started on demand by the client)."""
+
+
+@service.command("start")
+def service_start() -> None:
+    """Start the local service if it is not running; print its URL."""
+    from jobledger.service.local import ensure_running
+
+    try:
+        found = ensure_running()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(found.url)
+    click.echo(f"pid {found.pid}, data {found.data}", err=True)
+
+
+@service.command("stop")
+def service_stop() -> None:
+    """Stop the local service and its workers."""
+    from jobledger.service.local import stop
+
+    click.echo("stopped" if stop() else "not running", err=True)
+
+
+@service.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def service_status(as_json: bool) -> None:
+    """Say whether the local service runs, and where."""
+    from jobledger.service.local import find_running
+
+    found = find_running()
+    if as_json:
+        body: dict[str, object] = {"running": found is not None}
+        if found is not None:
+            body.update(
+                url=found.url,
+                pid=found.pid,
+                port=found.port,
+                service_id=found.service_id,
+                data=str(found.data),
+            )
+        click.echo(json.dumps(body))
+    elif found is None:
+        click.echo("not running")
+    else:
+        click.echo(f"running at {found.url} (pid {found.pid}, data {found.data})")
+
+
+@click.group()
+def token() -> None:
+    """Tokens of a service (stored on the service side as hashes only)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The service's data folder (default: the embedded local service's).",
+)
+def token_create(name: str, data: Path | None) -> None:
+    """Create a token for user NAME; print the token alone on stdout."""
+    from jobledger.service.auth import create_token
+
+    folder = (data or _default_data()).absolute()
+    try:
+        secret = create_token(folder, name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(secret)
+    click.echo(f"token for user {name!r} created for the service in {folder}", err=True)
 
 
 def register(cli: click.Group) -> None:
     """Add the service's commands to the ``jobledger`` command group."""
+    cli.add_command(serve)
+    cli.add_command(service)
+    cli.add_command(token)

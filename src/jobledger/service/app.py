@@ -1,0 +1,398 @@
+"""The Starlette application: protocol v1's routes over the store, blobs and executor.
+
+:func:`create_app` wires one :class:`Service` (database, job store, blob folder,
+tokens, executor, event broker, backends) into a Starlette app. Handlers are thin:
+authenticate, parse with :mod:`jobledger.service.wire`, call the store or executor,
+answer JSON or stream bytes. Every error, including unknown routes and wrong
+methods, is answered as ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+
+import jobledger
+from jobledger.ids import new_job_id
+from jobledger.service import wire
+from jobledger.service.auth import TokenAuthority
+from jobledger.service.blobs import BlobInfo, BlobStore
+from jobledger.service.db import Database
+from jobledger.service.events import Broker, sse_stream
+from jobledger.service.executor import Executor
+from jobledger.service.openapi import openapi_document
+from jobledger.service.plugin import Backend, load_backends
+from jobledger.service.store import JobRecord, JobStore, now_iso
+from jobledger.status import JobStatus
+
+__all__ = ["DEFAULT_MAX_BODY", "Service", "create_app"]
+
+DEFAULT_MAX_BODY = 256 * 1024 * 1024
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,200}$")
+ApiError = wire.ApiError
+
+
+@dataclass
+class Service:
+    """Everything the handlers need, built once per server process."""
+
+    data_dir: Path
+    db: Database
+    store: JobStore
+    blobs: BlobStore
+    tokens: TokenAuthority
+    broker: Broker
+    executor: Executor
+    backends: dict[str, Backend]
+    max_body: int
+
+    @classmethod
+    def open(cls, data_dir: Path, workers: int, max_body: int) -> Service:
+        """Open (or create) the service whose data is in *data_dir*."""
+        db = Database(data_dir)
+        store = JobStore(db)
+        blobs = BlobStore(data_dir / "blobs")
+        broker = Broker()
+        executor = Executor(store, blobs, workers, broker.notify)
+        return cls(
+            data_dir,
+            db,
+            store,
+            blobs,
+            TokenAuthority(db),
+            broker,
+            executor,
+            load_backends(),
+            max_body,
+        )
+
+    def user(self, request: Request) -> str:
+        """The user of the request's bearer token.
+
+        :raises ApiError: 401 when the token is missing or unknown.
+        """
+        user = self.tokens.user_from_header(request.headers.get("authorization"))
+        if user is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or unknown bearer token; create one with "
+                "'jobledger token create NAME --data DIR'",
+            )
+        return user
+
+    def job(self, request: Request) -> JobRecord:
+        """The job named in the path, if the requesting user owns it.
+
+        :raises ApiError: 401 without a valid token, 404 for unknown or foreign jobs.
+        """
+        user = self.user(request)
+        job_id = request.path_params["job_id"]
+        record = self.store.get(job_id, owner=user)
+        if record is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} on this service")
+        return record
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused with 413 beyond :attr:`max_body` bytes."""
+        too_large = ApiError(
+            413,
+            "too_large",
+            f"the request body exceeds this service's limit of "
+            f"{self.max_body} bytes (jobledger serve --max-body)",
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _handlers(svc: Service) -> list[Route]:
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "protocol": 1,
+                "version": jobledger.__version__,
+                "service_id": svc.db.service_id(),
+            }
+        )
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(jobledger.__version__))
+
+    async def backends(request: Request) -> Response:
+        svc.user(request)
+        listed = [
+            {"name": b.name, "version": b.version, "description": b.description}
+            for _, b in sorted(svc.backends.items())
+        ]
+        return JSONResponse({"backends": listed})
+
+    async def submit(request: Request) -> Response:
+        user = svc.user(request)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not _IDEMPOTENCY_KEY.match(key):
+            raise wire.invalid("Idempotency-Key must be 1-200 printable ASCII characters")
+        if key is not None and (earlier := svc.store.idempotent_job(user, key)):
+            found = svc.store.get(earlier)
+            if found is not None:
+                return JSONResponse(wire.job_info(found), 200)
+        raw = await svc.body(request)
+        parsed = await run_in_threadpool(
+            lambda: wire.parse_submit(wire.parse_json(raw), svc.backends)
+        )
+        batch = await run_in_threadpool(svc.blobs.put, parsed.data, parsed.media_type)
+        record = JobRecord(
+            seq=0,
+            id=new_job_id(),
+            owner=user,
+            backend=parsed.backend.name,
+            backend_version=parsed.backend.version,
+            status=JobStatus.QUEUED,
+            created_at=now_iso(),
+            started_at=None,
+            ended_at=None,
+            message=None,
+            tags=parsed.tags,
+            session_id=parsed.session_id,
+            params=parsed.params,
+            batch=batch,
+            result=None,
+            usage_seconds=None,
+            metrics={},
+        )
+        job, created = svc.store.insert(record, key)
+        if created:
+            svc.executor.wake()
+        return JSONResponse(wire.job_info(job), 201 if created else 200)
+
+    async def list_jobs(request: Request) -> Response:
+        user = svc.user(request)
+        query = request.query_params
+        flt = wire.parse_filter(query)
+        limit_text = query.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= wire.MAX_IDS:
+            raise wire.invalid(f"limit must be an integer from 1 to {wire.MAX_IDS}")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise wire.invalid("order must be 'asc' or 'desc'")
+        limit = int(limit_text)
+        after = wire.decode_cursor(query.get("cursor"))
+        page = svc.store.list_jobs(
+            user, flt, limit=limit + 1, after_seq=after, descending=order == "desc"
+        )
+        next_cursor = wire.encode_cursor(page[limit - 1].seq) if len(page) > limit else None
+        return JSONResponse(
+            {"jobs": [wire.job_info(j) for j in page[:limit]], "next_cursor": next_cursor}
+        )
+
+    async def statuses(request: Request) -> Response:
+        user = svc.user(request)
+        ids = wire.parse_ids(wire.parse_json(await svc.body(request)))
+        found = svc.store.many(user, ids)
+        return JSONResponse(
+            {
+                "jobs": [wire.status_entry(found[i]) for i in dict.fromkeys(ids) if i in found],
+                "not_found": [i for i in dict.fromkeys(ids) if i not in found],
+            }
+        )
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(wire.job_info(svc.job(request)))
+
+    def payload(blob: BlobInfo | None, job: JobRecord, what: str) -> Response:
+        if job.status is JobStatus.DELETED:
+            raise ApiError(410, "deleted", f"the files of job {job.id} were deleted")
+        if blob is None:
+            raise ApiError(
+                409,
+                "not_ready",
+                f"job {job.id} has no {what}: it is "
+                f"{job.status.value}" + ("" if job.status.is_final else "; wait until it is DONE"),
+            )
+        path = svc.blobs.path(blob.sha256)
+        if not path.exists():
+            raise ApiError(410, "deleted", f"the {what} of job {job.id} is gone from the service")
+        return FileResponse(
+            path, media_type=blob.media_type, headers={"X-Content-SHA256": blob.sha256}
+        )
+
+    async def batch(request: Request) -> Response:
+        job = svc.job(request)
+        return payload(job.batch, job, "batch")
+
+    async def result(request: Request) -> Response:
+        job = svc.job(request)
+        return payload(job.result if job.status is JobStatus.DONE else None, job, "result")
+
+    async def events(request: Request) -> Response:
+        job = svc.job(request)
+        last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        if last is not None and not last.strip().isdigit():
+            raise wire.invalid(f"Last-Event-ID must be an event number, not {last!r}")
+        stream = sse_stream(svc.store, svc.broker, job.id, int(last or 0))
+        return StreamingResponse(
+            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def logs(request: Request) -> Response:
+        job = svc.job(request)
+        lines = [e.data["line"] for e in svc.store.events_after(job.id, 0) if e.kind == "log"]
+        return PlainTextResponse("".join(line + "\n" for line in lines))
+
+    async def interim(request: Request) -> Response:
+        job = svc.job(request)
+        values = [
+            e.data["value"] for e in svc.store.events_after(job.id, 0) if e.kind == "interim"
+        ]
+        return JSONResponse({"interim": values})
+
+    async def metrics(request: Request) -> Response:
+        job = svc.job(request)
+        return JSONResponse(
+            {
+                "metrics": job.metrics,
+                "usage": {"seconds": job.usage_seconds},
+                "timestamps": {
+                    "created": job.created_at,
+                    "running": job.started_at,
+                    "finished": job.ended_at,
+                },
+            }
+        )
+
+    async def cancel(request: Request) -> Response:
+        job = svc.job(request)
+        cancelled = svc.executor.cancel(job.id)
+        current = svc.store.get(job.id)
+        # A running job is stopped within about a second; answer with its final state.
+        for _ in range(50):
+            if current is None or current.status.is_final:
+                break
+            await asyncio.sleep(0.05)
+            current = svc.store.get(job.id)
+        status = (current or job).status.value
+        return JSONResponse({"cancelled": cancelled, "status": status})
+
+    async def delete_files(request: Request) -> Response:
+        job = svc.job(request)
+        if not job.status.is_final:
+            raise ApiError(
+                409,
+                "not_ready",
+                f"job {job.id} is {job.status.value}; "
+                "cancel it or wait until it is final before deleting its files",
+            )
+        before = svc.store.mark_deleted(job.id)
+        deleted = before is not None and before.status is not JobStatus.DELETED
+        if deleted:
+            for blob in (job.batch, job.result):
+                if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
+                    svc.blobs.delete(blob.sha256)
+            svc.broker.notify(job.id)
+        return JSONResponse({"deleted": deleted, "status": JobStatus.DELETED.value})
+
+    return [
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/backends", backends, methods=["GET"]),
+        Route("/v1/jobs", submit, methods=["POST"]),
+        Route("/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/v1/jobs/status", statuses, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", info, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/batch", batch, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/result", result, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/events", events, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/logs", logs, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/metrics", metrics, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/interim", interim, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/v1/jobs/{job_id}/files", delete_files, methods=["DELETE"]),
+    ]
+
+
+def create_app(
+    svc: Service,
+    on_ready: Callable[[Service], None] | None = None,
+    on_stop: Callable[[Service], None] | None = None,
+) -> Starlette:
+    """The Starlette app serving *svc*.
+
+    *on_ready* runs once the executor is up; *on_stop* after it stopped (uvicorn
+    re-raises SIGTERM once it is done, so this is the last code that surely runs).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc.store.recover()
+        svc.broker.bind(asyncio.get_running_loop())
+        svc.executor.start()
+        if on_ready is not None:
+            on_ready(svc)
+        try:
+            yield
+        finally:
+            svc.broker.close()
+            await run_in_threadpool(svc.executor.stop)
+            if on_stop is not None:
+                on_stop(svc)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.code, exc.message, headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return _error(404, "not_found", f"no route {request.url.path!r}; see /openapi.json")
+        if exc.status_code == 405:
+            return _error(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path!r}",
+                dict(exc.headers or {}),
+            )
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return _error(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+
+    handlers: dict[Any, Any] = {
+        ApiError: api_error,
+        HTTPException: http_error,
+        Exception: server_error,
+    }
+    return Starlette(routes=_handlers(svc), lifespan=lifespan, exception_handlers=handlers)

@@ -1,0 +1,128 @@
+"""The service's content-addressed blob folder: ``<data>/blobs/ab/<sha256>``.
+
+Batches and results are stored once per digest. Every blob is written to a temporary
+file in the same file system, hashed on the way, flushed with ``fsync`` and then
+renamed into place with :func:`os.replace`, so a reader never sees half a blob and a
+crash leaves at most a stray temporary file. A :class:`BlobWriter` streams bytes in,
+so a 1 GiB result never sits whole in memory; worker processes use it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["BlobInfo", "BlobStore", "BlobWriter"]
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob: its digest, size and media type."""
+
+    sha256: str
+    size: int
+    media_type: str
+
+
+class BlobWriter:
+    """A writable file that becomes a blob when :meth:`commit` is called.
+
+    Used as a context manager it commits on success and discards on error.
+    """
+
+    def __init__(self, root: Path, media_type: str) -> None:
+        self._root = root
+        self.media_type = media_type
+        tmp_dir = root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="blob-")
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.info: BlobInfo | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append *data*; return the number of bytes written."""
+        self._file.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        """Always true: this is a write-only stream."""
+        return True
+
+    def commit(self) -> BlobInfo:
+        """Flush, fsync and rename the file into place; return its :class:`BlobInfo`."""
+        if self.info is not None:
+            return self.info
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self._hash.hexdigest()
+        final = BlobStore(self._root).path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._tmp, final)
+        self.info = BlobInfo(digest, self._size, self.media_type)
+        return self.info
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing is stored)."""
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Commit, as closing a finished result file means "this is the result"."""
+        self.commit()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class BlobStore:
+    """The blob folder of one service data directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        """Where the blob with *digest* lives (it may not exist)."""
+        return self.root / digest[:2] / digest
+
+    def writer(self, media_type: str) -> BlobWriter:
+        """Open a :class:`BlobWriter` for a new blob."""
+        return BlobWriter(self.root, media_type)
+
+    def put(self, data: bytes, media_type: str) -> BlobInfo:
+        """Store *data*; return its :class:`BlobInfo` (a no-op rewrite if present)."""
+        digest = hashlib.sha256(data).hexdigest()
+        if self.path(digest).exists():
+            return BlobInfo(digest, len(data), media_type)
+        with self.writer(media_type) as out:
+            out.write(data)
+        assert out.info is not None
+        return out.info
+
+    def read(self, digest: str) -> bytes:
+        """Return the bytes of the blob *digest*."""
+        return self.path(digest).read_bytes()
+
+    def delete(self, digest: str) -> None:
+        """Remove the blob *digest* if it exists."""
+        self.path(digest).unlink(missing_ok=True)

@@ -1,0 +1,266 @@
+"""The executor: a pool of worker processes fed FIFO by one scheduler thread.
+
+One thread owns the pool. It waits on the workers' pipes, their process sentinels
+and a wake-up socket; it claims the oldest queued job for each idle worker, records
+what workers report (logs, interim results, metrics, the result), enforces
+cancellation (a shared flag first, ``SIGKILL`` after :data:`CANCEL_GRACE` seconds)
+and replaces any worker that dies, marking only that worker's job ``ERROR``. Workers
+are started with the ``spawn`` context: the server has threads, and forking a
+threaded process is unsafe. Request handlers only call :meth:`Executor.cancel` and
+:meth:`Executor.wake`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from jobledger.service.blobs import BlobInfo, BlobStore
+from jobledger.service.store import STOPPED_MESSAGE, JobStore, now_iso
+from jobledger.service.worker import worker_main
+from jobledger.status import JobStatus
+
+__all__ = ["CANCEL_GRACE", "Executor"]
+
+CANCEL_GRACE = 1.0
+_MP = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    flag: Any
+    job_id: str | None = None
+    kill_at: float | None = None
+    cancel_requested: bool = False
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Executor:
+    """Runs queued jobs on *size* worker processes."""
+
+    def __init__(
+        self, store: JobStore, blobs: BlobStore, size: int, notify: Callable[[str], None]
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._size = max(1, size)
+        self._notify = notify
+        self._workers: list[_Worker] = []
+        self._cancels: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._loop, name="jobledger-executor", daemon=True)
+
+    # -- called from other threads -------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the scheduler thread."""
+        self._workers = [self._spawn() for _ in range(self._size)]
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tell the scheduler something changed (a job was queued or cancelled)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"x")
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel *job_id*: at once if queued, through its worker if running.
+
+        :returns: whether a cancellation happened or was started.
+        """
+        if self._store.finish(
+            job_id, JobStatus.CANCELLED, "cancelled while queued", only_from=(JobStatus.QUEUED,)
+        ):
+            self._notify(job_id)
+            return True
+        record = self._store.get(job_id)
+        if record is None or record.status is not JobStatus.RUNNING:
+            return False
+        with self._lock:
+            self._cancels.add(job_id)
+        self.wake()
+        return True
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the current workers."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the scheduler and every worker; running jobs end ``ERROR``."""
+        self._stopping.set()
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the scheduler thread ------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        parent, child = _MP.Pipe(duplex=True)
+        flag = _MP.RawValue("b", 0)
+        process = _MP.Process(
+            target=worker_main, args=(child, flag), name="jobledger-worker", daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent, flag)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._apply_cancels()
+                self._assign()
+                ready = wait(self._wait_objects(), timeout=self._timeout())
+                self._handle(ready)
+        finally:
+            self._shutdown()
+
+    def _wait_objects(self) -> list[Any]:
+        objects: list[Any] = [self._wake_r]
+        for worker in self._workers:
+            objects.append(worker.conn)
+            objects.append(worker.process.sentinel)
+        return objects
+
+    def _timeout(self) -> float:
+        deadlines = [w.kill_at for w in self._workers if w.kill_at is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _handle(self, ready: list[Any]) -> None:
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                self._wake_r.recv(4096)
+        for worker in list(self._workers):
+            if worker.conn in ready:
+                self._drain(worker)
+        for index, worker in enumerate(list(self._workers)):
+            if worker.process.sentinel in ready or not worker.process.is_alive():
+                self._drain(worker)
+                self._replace(index, worker, died=True)
+            elif worker.kill_at is not None and time.monotonic() >= worker.kill_at:
+                worker.process.kill()
+                self._replace(index, worker, died=False)
+
+    def _drain(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll():
+                self._on_message(worker, json.loads(worker.conn.recv_bytes()))
+        except (EOFError, OSError):
+            return
+
+    def _apply_cancels(self) -> None:
+        with self._lock:
+            wanted, self._cancels = self._cancels, set()
+        for worker in self._workers:
+            if worker.job_id in wanted and not worker.cancel_requested:
+                worker.cancel_requested = True
+                worker.flag.value = 1
+                worker.kill_at = time.monotonic() + CANCEL_GRACE
+
+    def _assign(self) -> None:
+        for worker in self._workers:
+            if worker.job_id is not None:
+                continue
+            record = self._store.claim_next()
+            if record is None:
+                return
+            assert record.batch is not None
+            worker.flag.value = 0
+            worker.job_id = record.id
+            order = {
+                "job_id": record.id,
+                "backend": record.backend,
+                "params": record.params,
+                "batch_sha256": record.batch.sha256,
+                "batch_media_type": record.batch.media_type,
+                "blob_root": str(self._blobs.root),
+            }
+            worker.conn.send_bytes(json.dumps(order).encode("utf-8"))
+            self._notify(record.id)
+
+    def _on_message(self, worker: _Worker, message: dict[str, Any]) -> None:
+        job_id = message.get("job_id")
+        if job_id is None or job_id != worker.job_id:
+            return
+        kind = message["kind"]
+        if kind == "log":
+            self._store.add_event(job_id, "log", {"line": message["line"], "at": now_iso()})
+        elif kind == "interim":
+            self._store.add_event(job_id, "interim", {"value": message["value"]})
+        elif kind == "metric":
+            data = {"name": message["name"], "value": message["value"]}
+            self._store.add_event(job_id, "metric", data)
+        else:
+            self._end_job(worker, kind, message)
+            return
+        self._notify(job_id)
+
+    def _end_job(self, worker: _Worker, kind: str, message: dict[str, Any]) -> None:
+        job_id = worker.job_id
+        assert job_id is not None
+        if worker.cancel_requested or kind == "cancelled":
+            self._store.finish(job_id, JobStatus.CANCELLED, "cancelled while running")
+        elif kind == "done":
+            info = BlobInfo(message["sha256"], int(message["size"]), message["media_type"])
+            self._store.finish(job_id, JobStatus.DONE, None, result=info)
+        else:
+            self._store.finish(job_id, JobStatus.ERROR, str(message.get("message")))
+        worker.job_id = None
+        worker.kill_at = None
+        worker.cancel_requested = False
+        self._notify(job_id)
+
+    def _replace(self, index: int, worker: _Worker, *, died: bool) -> None:
+        worker.process.join(5.0)
+        worker.conn.close()
+        job_id = worker.job_id
+        if job_id is not None:
+            if worker.cancel_requested:
+                note = "cancelled while running (the backend ignored cancellation; its worker "
+                note += "process was killed)"
+                self._store.finish(job_id, JobStatus.CANCELLED, note)
+            else:
+                code = worker.process.exitcode
+                self._store.finish(
+                    job_id,
+                    JobStatus.ERROR,
+                    f"the worker process running the job died (exit code {code})",
+                )
+            self._notify(job_id)
+        if died and job_id is None and self._stopping.is_set():
+            return
+        self._workers[index] = self._spawn()
+
+    def _shutdown(self) -> None:
+        for worker in self._workers:
+            if worker.job_id is None:
+                with contextlib.suppress(OSError):
+                    worker.conn.send_bytes(b'{"op": "stop"}')
+            else:
+                worker.process.kill()
+                self._store.finish(worker.job_id, JobStatus.ERROR, STOPPED_MESSAGE)
+                self._notify(worker.job_id)
+        deadline = time.monotonic() + 3.0
+        for worker in self._workers:
+            worker.process.join(max(0.1, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+            worker.conn.close()
+        self._workers = []

@@ -1,0 +1,339 @@
+"""The hand-written OpenAPI 3.1 document of protocol v1, served at ``/openapi.json``.
+
+It mirrors ``docs/protocol.md``: every path, its parameters, request bodies,
+responses and the shared schemas (job info, payload info, error). It is written by
+hand rather than generated so that it states the contract, not the implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        401: "missing or unknown bearer token",
+        404: "unknown job (or another user's job)",
+        409: "the job is not in the required state",
+        410: "the job's files were deleted",
+        413: "the request body is larger than the service's limit",
+        422: "malformed JSON, unknown backend, bad params or bad query",
+    }
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^J[0-9A-HJKMNP-TV-Z]{18}$"},
+}
+_DATE = {"type": ["string", "null"], "format": "date-time"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "PayloadInfo": {
+        "type": ["object", "null"],
+        "properties": {
+            "media_type": {"type": "string"},
+            "sha256": {"type": "string"},
+            "size": {"type": "integer"},
+        },
+    },
+    "Status": {
+        "type": "string",
+        "enum": ["QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED", "DELETED"],
+    },
+    "JobInfo": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "backend": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+            },
+            "status": _ref("Status"),
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _DATE,
+            "ended_at": _DATE,
+            "queue_position": {"type": ["integer", "null"]},
+            "message": {"type": ["string", "null"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "session_id": {"type": ["string", "null"]},
+            "params": {"type": "object"},
+            "usage": {"type": "object", "properties": {"seconds": {"type": ["number", "null"]}}},
+            "batch": _ref("PayloadInfo"),
+            "result": _ref("PayloadInfo"),
+        },
+    },
+    "SubmitRequest": {
+        "type": "object",
+        "required": ["backend", "batch"],
+        "properties": {
+            "backend": {"type": "string"},
+            "batch": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "media_type": {
+                        "type": "string",
+                        "enum": [
+                            "application/json",
+                            "application/octet-stream",
+                            "application/x-npy",
+                        ],
+                    },
+                    "data": {"type": "string", "contentEncoding": "base64"},
+                    "sha256": {"type": "string"},
+                },
+            },
+            "params": {"type": "object"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "session_id": {"type": ["string", "null"]},
+        },
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+def _paths() -> dict[str, Any]:
+    payload = {
+        "200": {
+            "description": "the bytes, with Content-Type, Content-Length and X-Content-SHA256",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+    job_get = {"parameters": [_JOB_ID]}
+    return {
+        "/v1/health": {
+            "get": {
+                "summary": "Service health and identity",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "healthy")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+            }
+        },
+        "/v1/backends": {
+            "get": {
+                "summary": "List backends",
+                "responses": {
+                    "200": _json({"type": "object"}, "{backends: [{name, version, description}]}"),
+                    **_errors(401),
+                },
+            }
+        },
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a job",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "maxLength": 200},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SubmitRequest")}},
+                },
+                "responses": {
+                    "201": _json(_ref("JobInfo"), "created"),
+                    "200": _json(
+                        _ref("JobInfo"),
+                        "the job of an earlier submit with the same Idempotency-Key",
+                    ),
+                    **_errors(401, 413, 422),
+                },
+            },
+            "get": {
+                "summary": "List jobs, filtered and paginated",
+                "parameters": [
+                    _query("status", {"type": "array", "items": _ref("Status")}, "any of"),
+                    _query("backend", {"type": "string"}, "backend name"),
+                    _query("tag", {"type": "array", "items": {"type": "string"}}, "all of"),
+                    _query("created_after", {"type": "string", "format": "date-time"}, ""),
+                    _query("created_before", {"type": "string", "format": "date-time"}, ""),
+                    _query("session_id", {"type": "string"}, ""),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, ""),
+                    _query("order", {"type": "string", "enum": ["desc", "asc"]}, ""),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "jobs": {"type": "array", "items": _ref("JobInfo")},
+                                "next_cursor": {"type": ["string", "null"]},
+                            },
+                        },
+                        "a page",
+                    ),
+                    **_errors(401, 422),
+                },
+            },
+        },
+        "/v1/jobs/status": {
+            "post": {
+                "summary": "Statuses of up to 1000 jobs",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "ids": {
+                                        "type": "array",
+                                        "maxItems": 1000,
+                                        "items": {"type": "string"},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "{jobs: [...], not_found: [...]}"),
+                    **_errors(401, 413, 422),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}": {
+            **job_get,
+            "get": {
+                "summary": "Job info",
+                "responses": {"200": _json(_ref("JobInfo"), "the job"), **_errors(401, 404)},
+            },
+        },
+        "/v1/jobs/{job_id}/batch": {
+            **job_get,
+            "get": {
+                "summary": "The batch bytes",
+                "responses": {**payload, **_errors(401, 404, 410)},
+            },
+        },
+        "/v1/jobs/{job_id}/result": {
+            **job_get,
+            "get": {
+                "summary": "The result bytes",
+                "responses": {**payload, **_errors(401, 404, 409, 410)},
+            },
+        },
+        "/v1/jobs/{job_id}/events": {
+            **job_get,
+            "get": {
+                "summary": "Server-sent events: status, interim, log, metric",
+                "parameters": [
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
+                    _query("last_event_id", {"type": "integer"}, "resume after"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "an event stream",
+                        "content": {"text/event-stream": {}},
+                    },
+                    **_errors(401, 404, 422),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/logs": {
+            **job_get,
+            "get": {
+                "summary": "Log lines",
+                "responses": {
+                    "200": {"description": "text", "content": {"text/plain": {}}},
+                    **_errors(401, 404),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/metrics": {
+            **job_get,
+            "get": {
+                "summary": "Metrics and usage",
+                "responses": {
+                    "200": _json({"type": "object"}, "{metrics, usage, timestamps}"),
+                    **_errors(401, 404),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/interim": {
+            **job_get,
+            "get": {
+                "summary": "Interim results",
+                "responses": {
+                    "200": _json({"type": "object"}, "{interim: [...]}"),
+                    **_errors(401, 404),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            **job_get,
+            "post": {
+                "summary": "Cancel the job",
+                "responses": {
+                    "200": _json({"type": "object"}, "{cancelled, status}"),
+                    **_errors(401, 404),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/files": {
+            **job_get,
+            "delete": {
+                "summary": "Delete the job's batch and result; status becomes DELETED",
+                "responses": {
+                    "200": _json({"type": "object"}, "{deleted, status}"),
+                    **_errors(401, 404, 409),
+                },
+            },
+        },
+    }
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a server of *version*."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jobledger job service",
+            "version": version,
+            "description": "Protocol v1; see docs/protocol.md.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,222 @@
+"""Protocol v1 on the wire: request parsing and response shapes, free of HTTP plumbing.
+
+Everything here turns JSON or query parameters into validated values, or records
+into JSON objects, and raises :class:`ApiError` (a status, a code and a message)
+for anything a client sent wrong. The HTTP layer (:mod:`jobledger.service.app`)
+only moves bytes; the shapes documented in ``docs/protocol.md`` live in this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jobledger import codecs
+from jobledger.service.plugin import Backend, validate_params
+from jobledger.service.store import JobFilter, JobRecord
+
+__all__ = [
+    "MAX_IDS",
+    "ApiError",
+    "SubmitRequest",
+    "job_info",
+    "parse_date",
+    "parse_ids",
+    "parse_json",
+    "parse_submit",
+    "status_entry",
+]
+
+MAX_IDS = 1000
+_WIRE_STATUSES = ("QUEUED", "RUNNING", "DONE", "ERROR", "CANCELLED", "DELETED")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> ApiError:
+    """A ``422 invalid`` error."""
+    return ApiError(422, "invalid", message)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body as JSON.
+
+    :raises ApiError: 422 when it is not valid UTF-8 JSON.
+    """
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"malformed JSON body: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A validated ``POST /v1/jobs`` body."""
+
+    backend: Backend
+    data: bytes
+    media_type: str
+    params: dict[str, Any]
+    tags: list[str]
+    session_id: str | None
+
+
+def parse_submit(body: Any, backends: dict[str, Backend]) -> SubmitRequest:
+    """Validate a submit body against the known *backends*.
+
+    :raises ApiError: 422 naming the first problem found.
+    """
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object with 'backend' and 'batch'")
+    name = body.get("backend")
+    if not isinstance(name, str):
+        raise invalid("missing field 'backend' (a backend name)")
+    backend = backends.get(name)
+    if backend is None:
+        known = ", ".join(sorted(backends)) or "none"
+        raise invalid(f"unknown backend {name!r}; known backends: {known}")
+    batch = body.get("batch")
+    if not isinstance(batch, dict) or not isinstance(batch.get("data"), str):
+        raise invalid("missing field 'batch' ({'media_type', 'data': base64, 'sha256'?})")
+    media_type = batch.get("media_type", codecs.JSON)
+    if media_type not in codecs.MEDIA_TYPES:
+        raise invalid(
+            f"unsupported batch media type {media_type!r}; use one of: "
+            + ", ".join(codecs.MEDIA_TYPES)
+        )
+    try:
+        data = base64.b64decode(batch["data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"batch 'data' is not valid base64: {exc}") from None
+    expected = batch.get("sha256")
+    if expected is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if not isinstance(expected, str) or expected.lower() != actual:
+            raise invalid(
+                f"batch sha256 mismatch: the body says {expected!r}, the bytes hash to {actual!r}"
+            )
+    if media_type == codecs.JSON:
+        try:
+            json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise invalid(f"the batch is declared JSON but is not: {exc}") from None
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise invalid("'params' must be a JSON object")
+    try:
+        validate_params(backend, params)
+    except (ValueError, TypeError) as exc:
+        raise invalid(f"bad params for backend {name!r}: {exc}") from None
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise invalid("'tags' must be a list of strings")
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise invalid("'session_id' must be a string or null")
+    return SubmitRequest(backend, data, media_type, params, tags, session_id)
+
+
+def parse_ids(body: Any) -> list[str]:
+    """Validate a ``POST /v1/jobs/status`` body; return its ids.
+
+    :raises ApiError: 422 when malformed or with more than :data:`MAX_IDS` ids.
+    """
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise invalid('the body must be {"ids": ["J...", ...]}')
+    if len(ids) > MAX_IDS:
+        raise invalid(f"too many ids: {len(ids)}; at most {MAX_IDS} per call")
+    return ids
+
+
+def parse_date(name: str, value: str | None) -> str | None:
+    """Normalise an ISO 8601 query date to the stored UTC form (naive means UTC)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{name} must be an ISO 8601 date, not {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_filter(query: Any) -> JobFilter:
+    """Build a :class:`JobFilter` from the query parameters of ``GET /v1/jobs``."""
+    statuses = tuple(s.upper() for s in query.getlist("status"))
+    for status in statuses:
+        if status not in _WIRE_STATUSES:
+            raise invalid(f"unknown status {status!r}; use any of: {', '.join(_WIRE_STATUSES)}")
+    return JobFilter(
+        statuses=statuses,
+        backend=query.get("backend"),
+        tags=tuple(query.getlist("tag")),
+        created_after=parse_date("created_after", query.get("created_after")),
+        created_before=parse_date("created_before", query.get("created_before")),
+        session_id=query.get("session_id"),
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor for the page after the job with *seq*."""
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The ``seq`` inside a cursor made by :func:`encode_cursor`."""
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("s"):
+            return int(text[1:])
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        pass
+    raise invalid(f"invalid cursor {cursor!r}; pass back next_cursor unchanged")
+
+
+def _blob(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {"media_type": info.media_type, "sha256": info.sha256, "size": info.size}
+
+
+def job_info(job: JobRecord) -> dict[str, Any]:
+    """The job info object of the protocol."""
+    return {
+        "id": job.id,
+        "backend": {"name": job.backend, "version": job.backend_version},
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "queue_position": job.queue_position,
+        "message": job.message,
+        "tags": job.tags,
+        "session_id": job.session_id,
+        "params": job.params,
+        "usage": {"seconds": job.usage_seconds},
+        "batch": _blob(job.batch),
+        "result": _blob(job.result),
+    }
+
+
+def status_entry(job: JobRecord) -> dict[str, Any]:
+    """One entry of the ``POST /v1/jobs/status`` answer."""
+    info = job_info(job)
+    keys = ("id", "status", "queue_position", "message", "started_at", "ended_at", "result")
+    return {key: info[key] for key in keys}

@@ -1,0 +1,123 @@
+"""The worker process: runs one job at a time for the executor, and reports back.
+
+A worker is started by :mod:`jobledger.service.executor` with the ``spawn`` context
+(never a fork of the threaded server). It reads job orders from its pipe, runs the
+backend, and sends JSON messages back (``log``, ``interim``, ``metric``, then exactly
+one of ``done``, ``error`` or ``cancelled``). Messages are JSON bytes, never pickles.
+The result is written by the worker itself into the blob folder through a
+:class:`~jobledger.service.blobs.BlobWriter`, hashed on the way, so a large result
+never crosses the pipe or sits whole in memory. Cancellation is a shared flag that
+``ctx.cancelled()`` reads; the executor kills a worker that ignores it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, Any
+
+from jobledger import codecs
+from jobledger.service.blobs import BlobInfo, BlobStore, BlobWriter
+from jobledger.service.plugin import Backend, Payload, load_backends
+
+__all__ = ["worker_main"]
+
+
+class WorkerContext:
+    """The :class:`~jobledger.service.plugin.Context` given to a running backend."""
+
+    def __init__(self, conn: Connection, job_id: str, cancel_flag: Any, blobs: BlobStore) -> None:
+        self.job_id = job_id
+        self._conn = conn
+        self._flag = cancel_flag
+        self._blobs = blobs
+        self._parent = os.getppid()
+        self.writer: BlobWriter | None = None
+
+    def _send(self, kind: str, **data: Any) -> None:
+        try:
+            body = json.dumps({"kind": kind, "job_id": self.job_id, **data}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{kind} value is not JSON-serializable: {exc}") from None
+        self._conn.send_bytes(body.encode("utf-8"))
+
+    def log(self, line: str) -> None:
+        """Append *line* to the job's log."""
+        for part in str(line).splitlines() or [""]:
+            self._send("log", line=part)
+
+    def publish(self, value: Any) -> None:
+        """Publish an interim result (a JSON value)."""
+        self._send("interim", value=value)
+
+    def set_metric(self, name: str, value: Any) -> None:
+        """Set the metric *name* to a JSON value."""
+        self._send("metric", name=str(name), value=value)
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (or the service went away)."""
+        return bool(self._flag.value) or os.getppid() != self._parent
+
+    def open_result(self, media_type: str) -> IO[bytes]:
+        """Open the result for writing; return ``None`` from ``run`` afterwards."""
+        if media_type not in codecs.MEDIA_TYPES:
+            raise ValueError(f"unsupported result media type {media_type!r}")
+        if self.writer is not None:
+            raise RuntimeError("open_result() was already called for this job")
+        self.writer = self._blobs.writer(media_type)
+        return self.writer  # type: ignore[return-value]
+
+
+def _store_result(value: Any, ctx: WorkerContext, blobs: BlobStore) -> BlobInfo:
+    if ctx.writer is not None:
+        if value is not None:
+            ctx.writer.discard()
+            raise TypeError("run() returned a value after writing its result through open_result")
+        return ctx.writer.commit()
+    if isinstance(value, Payload):
+        return blobs.put(value.data, value.media_type)
+    data, media_type = codecs.encode(value)
+    return blobs.put(data, media_type)
+
+
+def _run(order: dict[str, Any], backends: dict[str, Backend], conn: Connection, flag: Any) -> None:
+    blobs = BlobStore(Path(order["blob_root"]))
+    ctx = WorkerContext(conn, order["job_id"], flag, blobs)
+    backend = backends.get(order["backend"])
+    if backend is None:
+        ctx._send("error", message=f"backend {order['backend']!r} is not installed on the worker")
+        return
+    batch = Payload(blobs.read(order["batch_sha256"]), order["batch_media_type"])
+    try:
+        value = backend.run(batch, order["params"], ctx)
+        if ctx.cancelled():
+            if ctx.writer is not None:
+                ctx.writer.discard()
+            ctx._send("cancelled")
+            return
+        info = _store_result(value, ctx, blobs)
+    except Exception as exc:
+        if ctx.writer is not None and ctx.writer.info is None:
+            ctx.writer.discard()
+        ctx._send("error", message=f"{type(exc).__name__}: {exc}")
+        return
+    ctx._send("done", sha256=info.sha256, size=info.size, media_type=info.media_type)
+
+
+def worker_main(conn: Connection, cancel_flag: Any) -> None:
+    """The worker's main loop: run job orders from *conn* until told to stop."""
+    # Ctrl-C in a terminal reaches the whole process group; the server decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    backends = load_backends()
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        order = json.loads(raw)
+        if order.get("op") == "stop":
+            return
+        _run(order, backends, conn, cancel_flag)
