@@ -1,0 +1,203 @@
+"""The documentation runs: every ```python block of README.md and docs/*.md is executed.
+
+Each file's blocks run in order in one fresh subprocess, sharing one namespace, with
+``JOBLEDGER_HOME`` set to an empty folder and no service configured, so the examples
+talk to the real embedded local service (started on demand). That service is stopped
+with ``python -m jobledger service stop`` when the file is done, and the test checks
+that its process is gone. Blocks fenced ```bash, ```console, ```text or ```toml are not
+executed; the ``jobledger`` commands in them are checked against the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+_FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_LEAKY_ENV = ("JOBLEDGER_URL", "JOBLEDGER_TOKEN", "JOBLEDGER_OFFLINE", "JOBLEDGER_PROFILE")
+# The commands of the public contract (docs may name them before the CLI has them all).
+_CONTRACT_COMMANDS = {
+    "serve", "service", "token", "submit", "ls", "show", "result", "wait", "cancel",
+    "delete", "sync", "paths", "demo",
+}
+
+_RUNNER = textwrap.dedent(
+    """
+    import json, sys, traceback
+    blocks = json.load(open(sys.argv[1], encoding="utf-8"))
+    name = sys.argv[2]
+    namespace = {"__name__": "__main__"}
+    for number, source in enumerate(blocks, start=1):
+        try:
+            exec(compile(source, f"{name} (python block {number})", "exec"), namespace)
+        except BaseException:
+            traceback.print_exc()
+            print(f"DOCS-FAILURE {name} python block {number}", file=sys.stderr)
+            sys.exit(1)
+    """
+)
+
+
+def _doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def _blocks(path: Path, *languages: str) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return [m.group(2) for m in _FENCE.finditer(text) if m.group(1) in languages]
+
+
+def _files_with_python() -> list[Path]:
+    return [p for p in _doc_files() if _blocks(p, "python")]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
+    env["JOBLEDGER_HOME"] = str(home)
+    return env
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize(
+    "path", _files_with_python(), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    blocks_file = tmp_path / "blocks.json"
+    blocks_file.write_text(json.dumps(_blocks(path, "python")), encoding="utf-8")
+    env = _env(home)
+    runtime_file = home / "runtime" / "local-service.json"
+    pid: int | None = None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, str(blocks_file), name],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        if runtime_file.exists():
+            pid = json.loads(runtime_file.read_text(encoding="utf-8")).get("pid")
+        stopped = subprocess.run(
+            [sys.executable, "-m", "jobledger", "service", "stop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    assert stopped.returncode == 0, stopped.stderr
+    if pid is not None:
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(pid), f"the local service of {name} (pid {pid}) is still running"
+
+
+def test_every_doc_is_linked_from_the_index() -> None:
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]*)?\)", index))
+    missing = [p.name for p in sorted(DOCS.glob("*.md")) if p.name != "index.md"]
+    missing = [name for name in missing if name not in linked]
+    assert not missing, f"docs/index.md does not link to: {', '.join(missing)}"
+
+
+def test_readme_quickstart_has_exactly_the_two_commands() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Quickstart\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
+    assert section is not None, "README.md has no '## Quickstart' section"
+    commands = [m.group(2).strip() for m in _FENCE.finditer(section.group(1))]
+    assert commands == [
+        'python -m pip install ".[server]" && jobledger demo',
+        'python -m pip install -e ".[dev]" && python -m pytest',
+    ]
+    fences = [m.group(1) for m in _FENCE.finditer(section.group(1))]
+    assert fences == ["bash", "bash"]
+
+
+def _jobledger_invocations(source: str) -> list[list[str]]:
+    """The argument lists of every ``jobledger ...`` command in a shell block."""
+    found = []
+    for line in source.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line.startswith("$ "):
+            line = line[2:]
+        if not line or line.startswith("#"):
+            continue
+        for part in re.split(r"&&|\|\||[|;]|\$\(|\)", line):
+            try:
+                words = shlex.split(part, comments=True)
+            except ValueError:
+                words = part.split()
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                words = words[1:]  # VAR=value prefixes
+            if words[:3] == ["python", "-m", "jobledger"]:
+                found.append(words[3:])
+            elif words[:1] == ["jobledger"]:
+                found.append(words[1:])
+    return found
+
+
+def test_shell_examples_use_real_commands_and_options() -> None:
+    import click
+
+    from jobledger.cli import cli
+
+    problems = []
+    for path in _doc_files():
+        for source in _blocks(path, "bash", "console", "sh", "shell"):
+            for args in _jobledger_invocations(source):
+                if not args or args[0].startswith("-"):
+                    continue
+                where = f"{path.relative_to(ROOT)}: jobledger {' '.join(args)}"
+                if args[0] not in _CONTRACT_COMMANDS | set(cli.commands):
+                    problems.append(f"{where}: unknown command {args[0]!r}")
+                    continue
+                command: click.Command | None = cli.commands.get(args[0])
+                rest = args[1:]
+                while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+                    command = command.commands[rest[0]]
+                    rest = rest[1:]
+                if command is None:
+                    continue  # a contract command the CLI does not register yet
+                if isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+                    problems.append(f"{where}: no subcommand {rest[0]!r}")
+                    continue
+                options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+                options |= {"--help", "-h"}
+                for word in rest:
+                    if word.startswith("-") and word != "-" and word.split("=")[0] not in options:
+                        problems.append(f"{where}: no option {word.split('=')[0]!r}")
+    assert not problems, "\n".join(problems)
