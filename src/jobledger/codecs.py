@@ -91,5 +91,5 @@ def _decode_npy(data: bytes) -> Any:
         ) from None
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError, OSError) as exc:
         raise ValueError(f"malformed or unsafe .npy payload: {exc}") from None

@@ -84,6 +84,7 @@ class Connection:
         self._bind_lock = threading.RLock()
         self._unreachable: tuple[float, OfflineError] | None = None
         self._closed = False
+        self._resolved_on_bind = 0
 
     @classmethod
     def open(
@@ -188,7 +189,7 @@ class Connection:
                 self._unreachable = (time.monotonic(), exc)
                 raise
             self._unreachable = None
-            self._resolve_pending(self._binding)
+            self._resolved_on_bind += self._resolve_pending(self._binding)
             return self._binding
 
     def _connect(self) -> _Binding:
@@ -514,7 +515,8 @@ class Connection:
 
         binding = self.bind()
         service = binding.service.id
-        resolved = self._resolve_pending(binding)
+        resolved = self._resolve_pending(binding) + self._resolved_on_bind
+        self._resolved_on_bind = 0
         before = self.registry.count()
         infos: list[dict[str, Any]] = []
         self.call(lambda t: infos.extend(t.list_jobs({"limit": 1000, "order": "asc"})))
