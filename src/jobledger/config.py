@@ -11,11 +11,9 @@ file is private (0600). No token ever appears in a repr or an error message.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -479,6 +477,8 @@ def _write_config(
 
 
 def _atomic_write(target: Path, text: str) -> None:
+    import tempfile  # only writers need it, and it pulls in shutil, bz2, lzma
+
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -499,6 +499,8 @@ def _private_dir(folder: Path) -> None:
 
 
 def _toml_str(value: str) -> str:
+    import json
+
     # JSON string escapes (\" \\ \n \uXXXX) are valid TOML basic-string escapes.
     return json.dumps(value, ensure_ascii=False)
 

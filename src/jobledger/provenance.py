@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -316,6 +315,8 @@ def _git(cwd: Path) -> dict[str, Any] | None:
 
 
 def _run_git(cwd: Path, deadline: float, *args: str) -> tuple[int, list[str]] | None:
+    import subprocess
+
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return None
