@@ -269,8 +269,20 @@ def _reap(pid: int) -> None:
 
 
 def _group_alive(group: int) -> bool:
+    # killpg(group, 0) also counts zombies, which an init that reaps slowly keeps
+    # around; read /proc instead and look for a live member of the group.
     try:
-        os.killpg(group, 0)
-    except (ProcessLookupError, PermissionError):
+        entries = os.listdir("/proc")
+    except OSError:
         return False
-    return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            return True
+    return False
