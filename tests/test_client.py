@@ -162,7 +162,7 @@ def test_stream_results_and_interim_results(conn: Connection) -> None:
     assert len(seen) >= 3 and all(jid == job.job_id for jid, _, _ in seen)
     assert all(name != threading.main_thread().name for _, _, name in seen)
     assert seen[0][1] == {"elapsed": pytest.approx(0.2, abs=0.1)}
-    assert len(job.interim_results()) >= 3 and "slept" in job.logs().lower() or job.logs()
+    assert (len(job.interim_results()) >= 3 and "slept" in job.logs().lower()) or job.logs()
 
 
 def test_delete_files_keeps_the_local_copy(conn: Connection, service: Any) -> None:

@@ -1,0 +1,220 @@
+"""``jobledger.jobs`` in fresh processes: import by id and alias, online and with the
+network refused, live listings, unknown names, probes and completion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobledger
+from jobledger.connection import Connection
+
+NO_NETWORK = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError("the network was used")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+"""
+
+
+def python(
+    code: str, home: Path, *, no_network: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
+    source = (NO_NETWORK if no_network else "") + textwrap.dedent(code)
+    return subprocess.run(
+        [sys.executable, "-c", source],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, "JOBLEDGER_HOME": str(home), **env},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory, _module_service: Any
+) -> Iterator[tuple[Path, str, Any]]:
+    """A home with one finished echo job (alias ``calibration_run``)."""
+    home = tmp_path_factory.mktemp("namespace-home")
+    old = os.environ.get("JOBLEDGER_HOME")
+    os.environ["JOBLEDGER_HOME"] = str(home)
+    try:
+        with jobledger.connect(url=_module_service.url, token=_module_service.token) as conn:
+            job = conn.submit({"calibrated": True}, "echo", alias="calibration_run")
+            job.result(timeout=30)
+            job_id = str(job.job_id)
+    finally:
+        if old is None:
+            del os.environ["JOBLEDGER_HOME"]
+        else:
+            os.environ["JOBLEDGER_HOME"] = old
+    yield home, job_id, _module_service
+
+
+def test_import_by_id_and_alias_without_network(recorded: tuple[Path, str, Any]) -> None:
+    home, job_id, _ = recorded
+    out = python(
+        f"""
+        from jobledger.jobs import {job_id}, calibration_run
+        assert {job_id} == calibration_run
+        print(calibration_run.result(), {job_id}.get_status(), repr(calibration_run))
+        assert "requests" not in sys.modules, sorted(sys.modules)
+        """,
+        home,
+        no_network=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("{'calibrated': True} done <Job " + job_id)
+
+
+def test_import_with_the_service_running(recorded: tuple[Path, str, Any]) -> None:
+    home, job_id, service = recorded
+    out = python(
+        f"""
+        import os
+        os.environ["JOBLEDGER_URL"] = {service.url!r}
+        os.environ["JOBLEDGER_TOKEN"] = {service.token!r}
+        from jobledger.jobs import calibration_run
+        print(calibration_run.refresh().status, calibration_run.logs() == "")
+        """,
+        home,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["DONE", "True"]
+
+
+def test_listing_is_live_across_processes(recorded: tuple[Path, str, Any], tmp_path: Path) -> None:
+    home, job_id, service = recorded
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, jobledger.jobs as jobs
+                print(sorted(dir(jobs)), flush=True)
+                sys.stdin.readline()
+                print(sorted(dir(jobs)), flush=True)
+                print(sorted(jobs.__all__), flush=True)
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JOBLEDGER_HOME": str(home)},
+    )
+    assert watcher.stdout is not None and watcher.stdin is not None
+    before = watcher.stdout.readline()
+    assert "calibration_run" in before and "late_arrival" not in before
+    os.environ["JOBLEDGER_HOME"] = str(home)
+    try:
+        with Connection.open(url=service.url, token=service.token) as conn:
+            conn.submit(1, "echo", alias="late_arrival")
+    finally:
+        del os.environ["JOBLEDGER_HOME"]
+    watcher.stdin.write("\n")
+    watcher.stdin.flush()
+    after, listed = watcher.stdout.readline(), watcher.stdout.readline()
+    watcher.communicate(timeout=30)
+    assert "late_arrival" in after and "late_arrival" in listed and job_id in listed
+
+
+def test_unknown_names_and_probes(recorded: tuple[Path, str, Any]) -> None:
+    home, job_id, _ = recorded
+    out = python(
+        """
+        import time
+        import jobledger.jobs as jobs
+        try:
+            from jobledger.jobs import calibration_rnu
+        except ImportError as exc:
+            print("import:", exc)
+        try:
+            jobs.calibration_rnu
+        except AttributeError as exc:
+            print("attr:", exc)
+        start = time.perf_counter()
+        probes = [hasattr(jobs, name) for name in
+                  ("__wrapped__", "_ipython_display_", "__test__", "_fields", "__call__")]
+        print("probes:", probes, time.perf_counter() - start < 0.05)
+        """,
+        home,
+        no_network=True,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("import: no job or alias named 'calibration_rnu'")
+    assert "did you mean calibration_run" in lines[0] and "registry.db" in lines[0]
+    assert lines[1].startswith("attr: no job or alias named 'calibration_rnu'")
+    assert lines[2] == "probes: [False, False, False, False, False] True"
+
+
+def test_get_for_any_name_and_ambiguous_ids(recorded: tuple[Path, str, Any]) -> None:
+    home, job_id, _ = recorded
+    out = python(
+        f"""
+        import jobledger.jobs as jobs
+        from jobledger.registry import Registry, BlobRef
+        from jobledger.paths import get_paths
+        print(jobs.get("calibration_run").job_id == {job_id!r})
+        registry = Registry(get_paths().registry)
+        registry.apply_infos("other-service", [{{"id": {job_id!r}, "backend": {{"name": "echo"}},
+                                                "status": "DONE"}}])
+        try:
+            jobs.get({job_id!r})
+        except KeyError as exc:
+            print("ambiguous:", exc)
+        service = registry.find({job_id!r})[0].service
+        print(jobs.get({job_id!r}, service=service).job_id == {job_id!r})
+        """,
+        home,
+    )
+    assert out.returncode == 0, out.stderr
+    first, ambiguous, chosen = out.stdout.splitlines()
+    assert first == "True" and chosen == "True"
+    assert "2 services" in ambiguous and "jobledger.jobs.get(" in ambiguous
+
+
+def test_empty_module_without_a_registry(tmp_path: Path) -> None:
+    out = python(
+        """
+        import jobledger.jobs as jobs
+        print(dir(jobs), jobs.__all__)
+        """,
+        tmp_path / "nothing-here",
+        no_network=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['get', 'names'] []"
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_ipython_completes_job_names(recorded: tuple[Path, str, Any]) -> None:
+    pytest.importorskip("IPython")
+    home, job_id, _ = recorded
+    out = python(
+        """
+        from IPython.core.completerlib import module_completion
+        from IPython.core.completer import Completer
+        import jobledger, jobledger.jobs
+        print(sorted(module_completion("from jobledger.jobs import ")))
+        completer = Completer(namespace={"jobledger": jobledger})
+        print([completer.complete("jobledger.jobs.cal", i) for i in range(1)])
+        """,
+        home,
+    )
+    assert out.returncode == 0, out.stderr
+    from_import, attribute = out.stdout.splitlines()
+    assert "calibration_run" in from_import and job_id in from_import
+    assert "jobledger.jobs.calibration_run" in attribute
