@@ -131,7 +131,7 @@ def test_listing_is_live_across_processes(recorded: tuple[Path, str, Any], tmp_p
 
 
 def test_unknown_names_and_probes(recorded: tuple[Path, str, Any]) -> None:
-    home, job_id, _ = recorded
+    home, _, _ = recorded
     out = python(
         """
         import time
