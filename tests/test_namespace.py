@@ -78,7 +78,7 @@ def test_import_by_id_and_alias_without_network(recorded: tuple[Path, str, Any])
 
 
 def test_import_with_the_service_running(recorded: tuple[Path, str, Any]) -> None:
-    home, job_id, service = recorded
+    home, _, service = recorded
     out = python(
         f"""
         import os
