@@ -465,3 +465,26 @@ def test_connection_is_shared_between_threads(conn: Connection) -> None:
     for t in threads:
         t.join()
     assert sorted(r["i"] for r in results) == list(range(8))
+
+
+def test_embedded_service_is_started_on_demand_and_found_again(jobledger_home: Path) -> None:
+    from jobledger.service import local
+
+    with jobledger.connect() as conn:
+        assert local.find_running(conn.paths) is None
+        offline_read = conn.jobs()  # reading what is stored never starts the service
+        assert offline_read == [] and local.find_running(conn.paths) is None
+        try:
+            assert {"echo", "sleep", "fail"} <= {b.name for b in conn.backends()}
+            job = conn.submit({"local": True}, "echo")
+            assert job.result(timeout=30) == {"local": True}
+            first = local.find_running(conn.paths)
+            assert first is not None and conn.url == first.url
+            local.stop(conn.paths)
+            again = conn.submit({"local": 2}, "echo")  # started again, maybe on another port
+            assert again.result(timeout=30) == {"local": 2}
+            second = local.find_running(conn.paths)
+            assert second is not None and second.service_id == first.service_id
+            assert conn.registry.count() == 2
+        finally:
+            local.stop(conn.paths)
