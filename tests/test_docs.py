@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,23 +28,51 @@ DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _LEAKY_ENV = ("JOBLEDGER_URL", "JOBLEDGER_TOKEN", "JOBLEDGER_OFFLINE", "JOBLEDGER_PROFILE")
 # The commands of the public contract (docs may name them before the CLI has them all).
-_CONTRACT_COMMANDS = {
-    "serve", "service", "token", "submit", "ls", "show", "result", "wait", "cancel",
-    "delete", "sync", "paths", "demo",
-}
+_CONTRACT_COMMANDS = frozenset(
+    [
+        "serve",
+        "service",
+        "token",
+        "submit",
+        "ls",
+        "show",
+        "result",
+        "wait",
+        "cancel",
+        "delete",
+        "sync",
+        "paths",
+        "demo",
+    ]
+)
 
 _RUNNER = textwrap.dedent(
     """
-    import json, sys, traceback
+    import json, os, sys, traceback
     blocks = json.load(open(sys.argv[1], encoding="utf-8"))
     name = sys.argv[2]
     namespace = {"__name__": "__main__"}
+
+    def end_leftovers():
+        # A failed block may leave a process it started (a rehearsal server, say);
+        # the embedded local service is left to `jobledger service stop`.
+        import psutil
+        runtime = os.path.join(os.environ["JOBLEDGER_HOME"], "runtime", "local-service.json")
+        try:
+            local = json.load(open(runtime, encoding="utf-8")).get("pid")
+        except (OSError, ValueError):
+            local = None
+        for child in psutil.Process().children(recursive=True):
+            if child.pid != local and local not in [p.pid for p in child.parents()]:
+                child.kill()
+
     for number, source in enumerate(blocks, start=1):
         try:
             exec(compile(source, f"{name} (python block {number})", "exec"), namespace)
         except BaseException:
             traceback.print_exc()
             print(f"DOCS-FAILURE {name} python block {number}", file=sys.stderr)
+            end_leftovers()
             sys.exit(1)
     """
 )
@@ -82,9 +111,7 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize(
-    "path", _files_with_python(), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", _files_with_python(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
     name = str(path.relative_to(ROOT))
     home = tmp_path / "home"
@@ -147,13 +174,15 @@ def test_readme_quickstart_has_exactly_the_two_commands() -> None:
     assert fences == ["bash", "bash"]
 
 
-def _jobledger_invocations(source: str) -> list[list[str]]:
-    """The argument lists of every ``jobledger ...`` command in a shell block."""
+def _jobledger_invocations(source: str, console: bool) -> list[list[str]]:
+    """The argument lists of every ``jobledger ...`` command in a shell block (in a
+    console block, only the lines starting with ``$``: the others are output)."""
     found = []
     for line in source.replace("\\\n", " ").splitlines():
         line = line.strip()
-        if line.startswith("$ "):
-            line = line[2:]
+        if console and not line.startswith("$ "):
+            continue
+        line = line.removeprefix("$ ")
         if not line or line.startswith("#"):
             continue
         for part in re.split(r"&&|\|\||[|;]|\$\(|\)", line):
@@ -171,33 +200,40 @@ def _jobledger_invocations(source: str) -> list[list[str]]:
 
 
 def test_shell_examples_use_real_commands_and_options() -> None:
-    import click
-
     from jobledger.cli import cli
 
     problems = []
     for path in _doc_files():
-        for source in _blocks(path, "bash", "console", "sh", "shell"):
-            for args in _jobledger_invocations(source):
-                if not args or args[0].startswith("-"):
-                    continue
-                where = f"{path.relative_to(ROOT)}: jobledger {' '.join(args)}"
-                if args[0] not in _CONTRACT_COMMANDS | set(cli.commands):
-                    problems.append(f"{where}: unknown command {args[0]!r}")
-                    continue
-                command: click.Command | None = cli.commands.get(args[0])
-                rest = args[1:]
-                while isinstance(command, click.Group) and rest and rest[0] in command.commands:
-                    command = command.commands[rest[0]]
-                    rest = rest[1:]
-                if command is None:
-                    continue  # a contract command the CLI does not register yet
-                if isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
-                    problems.append(f"{where}: no subcommand {rest[0]!r}")
-                    continue
-                options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-                options |= {"--help", "-h"}
-                for word in rest:
-                    if word.startswith("-") and word != "-" and word.split("=")[0] not in options:
-                        problems.append(f"{where}: no option {word.split('=')[0]!r}")
+        for language in ("bash", "sh", "shell", "console"):
+            for source in _blocks(path, language):
+                for args in _jobledger_invocations(source, language == "console"):
+                    _check_invocation(cli, path, args, problems)
     assert not problems, "\n".join(problems)
+
+
+def _check_invocation(cli: Any, path: Path, args: list[str], problems: list[str]) -> None:
+    import click
+
+    if not args or args[0].startswith("-"):
+        return
+    where = f"{path.relative_to(ROOT)}: jobledger {' '.join(args)}"
+    if args[0] not in _CONTRACT_COMMANDS | set(cli.commands):
+        problems.append(f"{where}: unknown command {args[0]!r}")
+        return
+    command: click.Command | None = cli.commands.get(args[0])
+    rest = args[1:]
+    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        command = command.commands[rest[0]]
+        rest = rest[1:]
+    if command is None:
+        return  # a contract command the CLI does not register yet
+    if isinstance(command, click.Group):
+        if rest and not rest[0].startswith("-"):
+            problems.append(f"{where}: no subcommand {rest[0]!r}")
+        return
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    options |= {"--help", "-h"}
+    for word in rest:
+        option = word.split("=")[0]
+        if word.startswith("-") and word != "-" and option not in options:
+            problems.append(f"{where}: no option {option!r}")
