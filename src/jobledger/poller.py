@@ -12,13 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import JobledgerError, JobNotFoundError, JobTimeoutError
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
     from jobledger.connection import Connection
+    from jobledger.transport import Transport
 
 __all__ = ["Poller"]
 
@@ -100,7 +102,7 @@ class Poller:
                     return
             changed = False
             try:
-                found, missing = self._conn.call(lambda t, ids=ids: t.statuses(ids))
+                found, missing = self._conn.call(partial(_statuses, ids=ids))
                 self.requests += (len(ids) + 999) // 1000
                 self._conn.registry.apply_infos(self._conn.service_id, found)
             except JobledgerError as exc:
@@ -128,3 +130,7 @@ class Poller:
                 self._cond.notify_all()
             interval = FIRST_INTERVAL if changed else min(interval * 1.5, self._max_interval)
             self._stop.wait(interval)
+
+
+def _statuses(transport: Transport, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    return transport.statuses(ids)
