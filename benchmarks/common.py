@@ -1,0 +1,299 @@
+"""Shared plumbing for the benchmarks: isolated homes, the real service, timing.
+
+Every benchmark runs against a real ``jobledger serve`` subprocess on a free loopback
+port (never a mock), with ``JOBLEDGER_HOME`` pointing at a temporary folder so that
+the user's own registry is never touched. Timings are taken side by side: the
+jobledger call and its raw baseline alternate in one loop, and medians are compared,
+so a noisy shared machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ROOT",
+    "Bench",
+    "Figure",
+    "Service",
+    "Settings",
+    "clean_env",
+    "home",
+    "machine",
+    "median",
+    "side_by_side",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / ".fixtures"
+_LEAKY_ENV = ("JOBLEDGER_URL", "JOBLEDGER_TOKEN", "JOBLEDGER_OFFLINE", "JOBLEDGER_PROFILE")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run: the default ones, or tiny ones with ``--quick``."""
+
+    quick: bool
+    scratch: Path
+
+    def pick(self, default: int, quick: int) -> int:
+        """*quick* in quick mode, else *default*."""
+        return quick if self.quick else default
+
+
+@dataclass
+class Figure:
+    """One measured figure, next to its baseline measured in the same run.
+
+    ``ratio`` is what the target is checked against; ``passed`` is ``None`` for
+    figures that are only reported.
+    """
+
+    id: str
+    title: str
+    value: str
+    baseline: str
+    ratio: str
+    target: str
+    passed: bool | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``MISS`` or ``info``."""
+        return "info" if self.passed is None else ("PASS" if self.passed else "MISS")
+
+
+def median(values: list[float]) -> float:
+    """The median of *values*."""
+    return statistics.median(values)
+
+
+def side_by_side(
+    ours: Callable[[], object], raw: Callable[[], object], rounds: int, *, warmup: int = 3
+) -> tuple[list[float], list[float]]:
+    """Time *ours* and *raw* alternately, *rounds* times each, after a warm-up.
+
+    Returns both lists of durations in seconds; the order alternates each round so
+    neither side always runs first.
+    """
+    for _ in range(warmup):
+        ours()
+        raw()
+    mine: list[float] = []
+    theirs: list[float] = []
+    for i in range(rounds):
+        pair = ((ours, mine), (raw, theirs)) if i % 2 == 0 else ((raw, theirs), (ours, mine))
+        for work, out in pair:
+            start = time.perf_counter()
+            work()
+            out.append(time.perf_counter() - start)
+    return mine, theirs
+
+
+def clean_env(home_dir: Path) -> dict[str, str]:
+    """The environment for a child process: JOBLEDGER_HOME set, no JOBLEDGER_* leaks."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
+    env["JOBLEDGER_HOME"] = str(home_dir)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@contextlib.contextmanager
+def home(path: Path) -> Iterator[Path]:
+    """Point this process's ``JOBLEDGER_HOME`` at *path* (restored afterwards)."""
+    saved = {k: os.environ.get(k) for k in ("JOBLEDGER_HOME", *_LEAKY_ENV)}
+    for key in _LEAKY_ENV:
+        os.environ.pop(key, None)
+    os.environ["JOBLEDGER_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_jobledger(*args: str, home_dir: Path, timeout: float = 60.0) -> str:
+    """Run ``python -m jobledger *args``; return its stdout (raises on failure)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "jobledger", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(home_dir),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"jobledger {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class Service:
+    """A ``jobledger serve --port 0`` subprocess with its own data folder and token.
+
+    A context manager: the process is stopped (SIGTERM, then SIGKILL) on exit.
+    """
+
+    def __init__(self, root: Path, *, workers: int = 2, user: str = "bench") -> None:
+        self.root = root
+        self.data = root / "service-data"
+        self.home = root / "service-home"
+        self.workers = workers
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+        self.token = self.create_token(user)
+
+    def create_token(self, user: str) -> str:
+        """A new token for *user*, made with ``jobledger token create``."""
+        out = run_jobledger("token", "create", user, "--data", str(self.data), home_dir=self.home)
+        return out.strip()
+
+    def __enter__(self) -> Service:
+        runtime = self.root / "service-runtime.json"
+        log_path = self.root / "service.log"
+        command = [
+            sys.executable,
+            "-m",
+            "jobledger",
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            str(self.data),
+            "--workers",
+            str(self.workers),
+            "--runtime-file",
+            str(runtime),
+        ]
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=log, env=clean_env(self.home)
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jobledger serve exited: {log_path.read_text()}")
+            if runtime.exists():
+                with contextlib.suppress(ValueError, KeyError):
+                    self.url = json.loads(runtime.read_text())["url"]
+                    if self._healthy():
+                        return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"jobledger serve did not come up: {log_path.read_text()}")
+
+    def _healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server and wait for it."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of this service's token."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def scratch_dir(parent: Path | None = None, name: str = "bench") -> Path:
+    """A new, empty temporary folder whose name starts with *name*."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+
+
+def machine() -> str:
+    """One line describing this machine: CPU, cores, RAM, Python, OS, date."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram = "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB RAM"
+                break
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {ram}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def fmt_seconds(seconds: float) -> str:
+    """A duration in the unit that reads best (µs, ms or s)."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+class Bench:
+    """What one run shares: its settings, one service (started on first use) and
+    client homes. Closing it stops the service and closes every connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._service: Service | None = None
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def service(self) -> Service:
+        """The shared service (two workers), started on first use."""
+        if self._service is None:
+            self._service = self._stack.enter_context(Service(self.scratch("service")))
+        return self._service
+
+    def scratch(self, name: str) -> Path:
+        """A new, empty folder for one benchmark."""
+        return scratch_dir(self.settings.scratch, name)
+
+    def connect(self, home_dir: Path, *, token: str | None = None) -> Any:
+        """A connection to the shared service for a client whose home is *home_dir*.
+
+        ``JOBLEDGER_HOME`` must point at *home_dir* while the connection is used.
+        """
+        import jobledger
+
+        conn = jobledger.connect(url=self.service.url, token=token or self.service.token)
+        self._stack.callback(conn.close)
+        return conn
+
+    def close(self) -> None:
+        """Stop what this run started."""
+        self._stack.close()

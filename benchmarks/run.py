@@ -1,0 +1,106 @@
+"""Run the benchmark suite: ``python -m benchmarks [--quick] [--only B1,B5] [--no-write]``.
+
+Each figure is printed next to its baseline, measured in the same run, with PASS or
+MISS against its target; the table in ``docs/performance.md`` is rewritten (unless
+``--no-write``, and never in ``--quick`` mode). Everything runs in a temporary
+folder with ``JOBLEDGER_HOME`` pointing into it; the service and every child process
+are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import ROOT, Bench, Figure, Settings, home, machine, scratch_dir
+from benchmarks.heavy import b7_large_result, b8_concurrent_submits
+from benchmarks.local_reads import b1_warm_result, b2_cold_process, b3_first_vs_cached
+from benchmarks.registry_scale import b5_large_registry
+from benchmarks.report import print_table, write_table
+from benchmarks.service_calls import b4_submit, b6_many_waiters, b9_end_to_end
+
+__all__ = ["BENCHMARKS", "main"]
+
+BENCHMARKS: dict[str, Callable[[Bench], Figure | list[Figure]]] = {
+    "B1": b1_warm_result,
+    "B2": b2_cold_process,
+    "B3": b3_first_vs_cached,
+    "B4": b4_submit,
+    "B5": b5_large_registry,
+    "B6": b6_many_waiters,
+    "B7": b7_large_result,
+    "B8": b8_concurrent_submits,
+    "B9": b9_end_to_end,
+}
+DOC = ROOT / "docs" / "performance.md"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B5")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite the doc")
+    parser.add_argument("--doc", type=Path, default=DOC, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    chosen = [name.strip().upper() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(
+            f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
+    args.chosen = chosen or list(BENCHMARKS)
+    return args
+
+
+def run(chosen: list[str], settings: Settings) -> list[Figure]:
+    """Run the chosen benchmarks; a failing one becomes a MISS row with its error."""
+    figures: list[Figure] = []
+    bench = Bench(settings)
+    try:
+        with home(scratch_dir(settings.scratch, "client")):
+            for name in chosen:
+                started = time.perf_counter()
+                print(f"{name} ...", flush=True)
+                try:
+                    found = BENCHMARKS[name](bench)
+                except Exception as exc:
+                    traceback.print_exc()
+                    found = Figure(name, "failed", "-", "-", "-", "-", False, [f"{name}: {exc!r}"])
+                found = found if isinstance(found, list) else [found]
+                figures.extend(found)
+                print_table(found)
+                print(f"     ({time.perf_counter() - started:.1f} s)", flush=True)
+    finally:
+        bench.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite; exit status 0 even when targets are missed, 1 on errors."""
+    args = _parse(argv)
+    started = time.perf_counter()
+    scratch = scratch_dir(None, "jobledger-bench")
+    try:
+        figures = run(args.chosen, Settings(quick=args.quick, scratch=scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    runtime = time.perf_counter() - started
+    print(f"\n{machine()}\n")
+    print_table(figures)
+    print(f"\ntotal {runtime:.0f} s")
+    if not (args.no_write or args.quick):
+        write_table(args.doc, figures, machine(), runtime)
+        print(f"results written to {args.doc}")
+    return 1 if any(f.title == "failed" for f in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
