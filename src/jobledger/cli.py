@@ -125,9 +125,9 @@ def _find_job(conn: Connection, name: str) -> Job:
 
     message = _unknown(name, conn.registry)
     hint = " (list recorded jobs with `jobledger ls`)"
-    if asked and message.endswith(hint):
-        message = message[: -len(hint)] + asked + hint
-    raise JobNotFoundError(message if asked == "" or hint in message else message + asked)
+    if asked:
+        message = message.replace(hint, asked + hint) if hint in message else message + asked
+    raise JobNotFoundError(message)
 
 
 def _job_dict(conn: Connection, job: Job) -> dict[str, Any]:
@@ -840,14 +840,16 @@ def config(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(body)
         return
-    rows = [
-        ["url", resolved.url or "embedded local service", body["url"]["source"] or ""],
-        ["token", "set" if resolved.token else "not set", token_source],
-        ["offline", str(resolved.offline).lower(), body["offline"]["source"] or ""],
-        ["verify", str(resolved.verify).lower(), body["verify"]["source"] or ""],
-        ["profile", resolved.profile or "-", body["profile"]["source"] or ""],
+    token_value = f"set (from {token_source})" if resolved.token else f"not set ({token_source})"
+    lines = [
+        ("url", resolved.url or "embedded local service", body["url"]["source"]),
+        ("token", token_value, None),
+        ("offline", str(resolved.offline).lower(), body["offline"]["source"]),
+        ("verify", str(resolved.verify).lower(), body["verify"]["source"]),
+        ("profile", resolved.profile or "-", body["profile"]["source"]),
     ]
-    click.echo(format_table(["SETTING", "VALUE", "FROM"], rows))
+    for key, value, source in lines:
+        click.echo(f"{key + ':':<9} {value}" + (f" (from {source})" if source else ""))
     exists = "" if found.config_file.exists() else " (not created yet)"
     click.echo(f"\nconfig file: {found.config_file}{exists}")
     if profiles:
