@@ -94,10 +94,6 @@ class Executor:
         self.wake()
         return True
 
-    def worker_pids(self) -> list[int]:
-        """The process ids of the current workers."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
-
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the scheduler and every worker; running jobs end ``ERROR``."""
         self._stopping.set()
