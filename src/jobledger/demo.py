@@ -106,14 +106,20 @@ def run_demo(*, keep: bool = False) -> None:
                 from jobledger.service.local import stop
 
                 stop()
-    finally:
+    except BaseException:
         if keep:
-            _say(f"kept the demo's folder: {home}")
-            _say(f"look around with: JOBLEDGER_HOME={home} jobledger ls")
+            click.echo(f"the demo's folder is kept: {home}", err=True)
         else:
             shutil.rmtree(home, ignore_errors=True)
+        raise
     _heading(len(STEPS))
-    _say("the local service is stopped" + ("" if keep else f" and {home} is removed"))
+    _say("the local service is stopped; no process is left running")
+    if keep:
+        _say(f"kept the demo's folder: {home}")
+        _say(f"look around with: JOBLEDGER_HOME={home} jobledger ls")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+        _say(f"removed the demo's folder {home}")
     _say(f"done in {time.monotonic() - started:.1f} s")
 
 
