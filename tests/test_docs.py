@@ -18,6 +18,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_PARALLEL_FILES = 3
 _LEAKY_ENV = ("JOBLEDGER_URL", "JOBLEDGER_TOKEN", "JOBLEDGER_OFFLINE", "JOBLEDGER_PROFILE")
 # The commands of the public contract (docs may name them before the CLI has them all).
 _CONTRACT_COMMANDS = frozenset(
@@ -111,21 +115,30 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("path", _files_with_python(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
-    name = str(path.relative_to(ROOT))
-    home = tmp_path / "home"
-    work = tmp_path / "work"
-    home.mkdir()
+@dataclass
+class _Run:
+    """The outcome of one documentation file's run."""
+
+    name: str
+    done: subprocess.CompletedProcess[str] | None = None
+    stopped: subprocess.CompletedProcess[str] | None = None
+    service_pid: int | None = None
+    error: str | None = None
+
+
+def _run_file(path: Path, root: Path) -> _Run:
+    """Run *path*'s python blocks in a fresh process, then stop its local service."""
+    run = _Run(str(path.relative_to(ROOT)))
+    home, work = root / "home", root / "work"
+    home.mkdir(parents=True)
     work.mkdir()
-    blocks_file = tmp_path / "blocks.json"
+    blocks_file = root / "blocks.json"
     blocks_file.write_text(json.dumps(_blocks(path, "python")), encoding="utf-8")
     env = _env(home)
     runtime_file = home / "runtime" / "local-service.json"
-    pid: int | None = None
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _RUNNER, str(blocks_file), name],
+        run.done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, str(blocks_file), run.name],
             cwd=work,
             env=env,
             capture_output=True,
@@ -133,10 +146,12 @@ def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
             timeout=120,
             check=False,
         )
+    except subprocess.TimeoutExpired as exc:
+        run.error = f"timed out after {exc.timeout} s"
     finally:
         if runtime_file.exists():
-            pid = json.loads(runtime_file.read_text(encoding="utf-8")).get("pid")
-        stopped = subprocess.run(
+            run.service_pid = json.loads(runtime_file.read_text(encoding="utf-8")).get("pid")
+        run.stopped = subprocess.run(
             [sys.executable, "-m", "jobledger", "service", "stop"],
             env=env,
             capture_output=True,
@@ -144,13 +159,34 @@ def test_python_blocks_run(path: Path, tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
-    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
-    assert stopped.returncode == 0, stopped.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def doc_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, Future[_Run]]]:
+    """Every file's run, started at once, a few at a time: most of a run is waiting
+    (for a service to start or stop, for a job), so overlapping them saves time."""
+    with ThreadPoolExecutor(max_workers=_PARALLEL_FILES) as pool:
+        yield {
+            path: pool.submit(_run_file, path, tmp_path_factory.mktemp("doc"))
+            for path in _files_with_python()
+        }
+
+
+@pytest.mark.parametrize("path", _files_with_python(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_python_blocks_run(path: Path, doc_runs: dict[Path, Future[_Run]]) -> None:
+    run = doc_runs[path].result()
+    assert run.error is None, f"{run.name}: {run.error}"
+    assert run.done is not None and run.stopped is not None
+    done = run.done
+    assert done.returncode == 0, f"{run.name} failed:\n{done.stdout}\n{done.stderr}"
+    assert run.stopped.returncode == 0, run.stopped.stderr
+    pid = run.service_pid
     if pid is not None:
         deadline = time.monotonic() + 10
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _pid_alive(pid), f"the local service of {name} (pid {pid}) is still running"
+        assert not _pid_alive(pid), f"the local service of {run.name} (pid {pid}) still runs"
 
 
 def test_every_doc_is_linked_from_the_index() -> None:
