@@ -291,13 +291,12 @@ def submit(
         )
         named = f" (alias {job.alias})" if job.alias else ""
         _note(f"submitted job {job.job_id}{named} to backend {backend!r}")
-        status = job.status()
-        if wait_:
-            status = _wait(job, timeout=None)
+        if not as_json:
+            click.echo(str(job.job_id))
+            sys.stdout.flush()  # a script reading the id need not wait for the job
+        status = _wait(job, timeout=None) if wait_ else job.status()
         if as_json:
             echo_json(_job_dict(conn, job))
-        else:
-            click.echo(str(job.job_id))
         if wait_:
             _report_final(job, status)
             _note(f"job {job.job_id} {status.qlmaas_name}")
