@@ -64,6 +64,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise
         except (JobledgerError, TypeError, ValueError, OSError) as exc:
             if ctx.params.get("debug") or os.environ.get("JOBLEDGER_DEBUG"):
                 raise
@@ -89,7 +91,13 @@ register_service_commands(cli)
 
 def main() -> None:
     """Entry point of the ``jobledger`` console script."""
-    cli(prog_name="jobledger")
+    try:
+        cli(prog_name="jobledger")
+    except BrokenPipeError:
+        # The reader went away (``jobledger ls | head``): stop quietly, like git does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 # -- shared helpers ---------------------------------------------------------------------

@@ -375,11 +375,13 @@ class Connection:
             return Job(records[0], self)
         if len(records) > 1:
             raise JobNotFoundError(_ambiguous(job_id, records, self.registry))
-        if self.offline:
-            raise JobNotFoundError(
-                f"no job {job_id!r} in the registry {self.registry.path} (offline, so the "
-                "service was not asked)"
-            )
+        from jobledger.ids import ID_PATTERN
+        from jobledger.jobs import describe_unknown
+
+        if self.offline or not ID_PATTERN.match(job_id):
+            # Only a well-formed id is worth asking the service about.
+            note = " (offline, so the service was not asked)" if self.offline else ""
+            raise JobNotFoundError(describe_unknown(job_id, self.registry) + note)
         info = self.call(lambda t: t.info(job_id))
         service = self.service_id
         self.registry.apply_infos(service, [info])

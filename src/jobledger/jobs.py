@@ -69,10 +69,11 @@ def get(name: str, service: str | None = None) -> Job:
         from jobledger.connection import _ambiguous
 
         raise JobNotFoundError(_ambiguous(name, records, registry))
-    raise JobNotFoundError(_unknown(name, registry))
+    raise JobNotFoundError(describe_unknown(name, registry))
 
 
-def _unknown(name: str, registry: Registry) -> str:
+def describe_unknown(name: str, registry: Registry) -> str:
+    """The message for a name the registry does not know, with close matches."""
     where = registry.path if registry.exists() else f"{registry.path} (not created yet)"
     message = f"no job or alias named {name!r} in the registry {where}"
     matches = difflib.get_close_matches(name, registry.near_names(name), n=3, cutoff=0.6)
@@ -109,3 +110,6 @@ def _importing_from() -> bool:
     frame = sys._getframe(2)
     code = frame.f_code.co_code
     return 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] == opcode.opmap["IMPORT_FROM"]
+
+
+_unknown = describe_unknown  # kept for callers written against the earlier name

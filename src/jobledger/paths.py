@@ -9,6 +9,8 @@ reads and audits depend on them, so nothing may evict them.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +75,18 @@ def get_paths() -> Paths:
         return Paths(root / "data", root / "cache", root / "config", root / "runtime")
     import platformdirs
 
-    runtime = platformdirs.user_runtime_dir(APP)
+    cache = Path(platformdirs.user_cache_dir(APP))
+    if sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
+        # Without a per-user runtime folder (cron, containers), keep runtime files
+        # beside the cache rather than in a shared temporary folder.
+        runtime = cache / "run"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runtime = Path(platformdirs.user_runtime_dir(APP))
     return Paths(
         Path(platformdirs.user_data_dir(APP)),
-        Path(platformdirs.user_cache_dir(APP)),
+        cache,
         Path(platformdirs.user_config_dir(APP)),
-        Path(runtime),
+        runtime,
     )

@@ -141,7 +141,7 @@ class Transport:
                 raise OfflineError(
                     f"cannot reach the job service at {self.url} ({_short(exc)}); check that "
                     "it is running and the URL is right, or work offline with "
-                    "jobledger.connect(offline=True)"
+                    "jobledger.connect(offline=True) or JOBLEDGER_OFFLINE=1"
                 ) from exc
             except requests.RequestException as exc:
                 raise ServiceError(f"request to {url} failed: {_short(exc)}") from exc
