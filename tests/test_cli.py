@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 import jobledger
 from jobledger.cli import cli
-from jobledger.cli_output import color_enabled, format_table, relative_time, style_status
+from jobledger.cli.output import color_enabled, format_table, relative_time, style_status
 from jobledger.paths import get_paths
 from jobledger.status import JobStatus
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from jobledger.cli_output import is_terminal, style, wait_with_progress
+from jobledger.cli.output import is_terminal, style, wait_with_progress
 
 __all__ = ["ALIAS", "STEPS", "run_demo"]
 

@@ -1,0 +1,229 @@
+"""The ``jobledger cache`` commands: info, verify and prune of the local store.
+
+``cache info`` (or ``cache`` alone) reports the store's size; ``cache verify`` checks
+every blob against its digest and drops corrupt ones the service can send again;
+``cache prune`` frees space without ever removing a batch, or a result the service
+no longer has: only unreferenced blobs, or old results the service confirms it keeps.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from jobledger.cli.common import open_connection, spinning
+from jobledger.cli.output import echo_json, human_size
+from jobledger.errors import JobledgerError
+from jobledger.status import JobStatus
+
+if TYPE_CHECKING:
+    from jobledger.connection import Connection
+    from jobledger.store import Store
+
+__all__ = ["cache"]
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+
+def _cache_info(as_json: bool) -> None:
+    with open_connection() as conn:
+        stats = conn.store.stats()
+        referenced = conn.registry.referenced_digests()
+        stored = set(conn.store.digests())
+        body = {
+            "store": str(conn.store.path),
+            "registry": str(conn.registry.path),
+            "count": stats.count,
+            "size": stats.size,
+            "jobs": conn.registry.count(),
+            "unreferenced": len(stored - referenced),
+        }
+    if as_json:
+        echo_json(body)
+        return
+    click.echo(f"store:    {body['store']}")
+    click.echo(f"blobs:    {body['count']} ({human_size(stats.size)})")
+    click.echo(f"jobs:     {body['jobs']} recorded in {body['registry']}")
+    if body["unreferenced"]:
+        click.echo(
+            f"unreferenced blobs: {body['unreferenced']} "
+            "(remove with `jobledger cache prune --unreferenced`)"
+        )
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (as `cache info`).")
+@click.pass_context
+def cache(ctx: click.Context, as_json: bool) -> None:
+    """The local store of batches and results (same as `cache info` alone)."""
+    if ctx.invoked_subcommand is None:
+        _cache_info(as_json)
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def cache_info(as_json: bool) -> None:
+    """Show the store's size and how many blobs it holds."""
+    _cache_info(as_json)
+
+
+def _owners(conn: Connection) -> dict[str, list[tuple[str, str, JobStatus]]]:
+    """Every digest the registry refers to: ``[(job name, part, status)]``."""
+    owners: dict[str, list[tuple[str, str, JobStatus]]] = {}
+    rows = conn.registry.read(
+        "SELECT pk, job_id, status, batch_sha256, result_sha256, extras FROM jobs"
+    )
+    for row in rows:
+        name = row["job_id"] or f"<pending #{row['pk']}>"
+        status = JobStatus(row["status"])
+        parts = [("batch", row["batch_sha256"]), ("result", row["result_sha256"])]
+        parts += [(key, digest) for key, digest in json.loads(row["extras"] or "{}").items()]
+        for part, digest in parts:
+            if digest:
+                owners.setdefault(digest, []).append((name, part, status))
+    return owners
+
+
+@cache.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def cache_verify(as_json: bool) -> None:
+    """Check every stored blob against its digest; exit 1 if any is corrupt.
+
+    Corrupt blobs that the service can send again are dropped (they are downloaded
+    again on the next read); those of jobs whose service files were deleted are kept.
+    """
+    with open_connection() as conn:
+        checked = sum(1 for _ in conn.store.digests())
+        with spinning(lambda: f"verifying {checked} blobs"):
+            bad = conn.store.verify()
+        owners = _owners(conn) if bad else {}
+        corrupt: list[dict[str, Any]] = []
+        for digest in bad:
+            refs = owners.get(digest, [])
+            # Without the service's copy, the damaged bytes are all there is: keep them.
+            keep = any(status is JobStatus.DELETED for _, _, status in refs)
+            if not keep:
+                conn.store.delete(digest)
+            corrupt.append(
+                {
+                    "sha256": digest,
+                    "jobs": [{"id": name, "part": part} for name, part, _ in refs],
+                    "dropped": not keep,
+                }
+            )
+    if as_json:
+        echo_json({"checked": checked, "ok": not corrupt, "corrupt": corrupt})
+    elif not corrupt:
+        click.echo(f"checked {checked} blobs: all match their digests")
+    else:
+        for entry in corrupt:
+            jobs = ", ".join(f"{j['part']} of {j['id']}" for j in entry["jobs"]) or "no job"
+            fate = (
+                "dropped; it is downloaded again on next read"
+                if entry["dropped"]
+                else "kept: the service no longer has a copy"
+            )
+            click.echo(f"corrupt: {entry['sha256']} ({jobs}) {fate}")
+    if corrupt:
+        ids = sorted({j["id"] for entry in corrupt for j in entry["jobs"]})
+        raise click.ClickException(
+            f"{len(corrupt)} of {checked} stored blobs are corrupt"
+            + (f" (jobs: {', '.join(ids)})" if ids else "")
+        )
+
+
+def _old_results(conn: Connection, days: float) -> tuple[set[str], list[str]]:
+    """Result digests of done jobs that ended more than *days* ago and whose result
+    the service confirms it still has; returns ``(digests, job ids)``."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    service = conn.service_id
+    candidates = [
+        r
+        for r in conn.registry.query(limit=None, statuses=[JobStatus.DONE], service=service)
+        if r.job_id and r.result and r.ended_at and r.ended_at < cutoff
+    ]
+    if not candidates:
+        return set(), []
+    wanted = [r.job_id for r in candidates if r.job_id]
+    found, _missing = conn.call(lambda t: t.statuses(wanted))
+    conn.registry.apply_infos(service, found)
+    confirmed = {i["id"] for i in found if i.get("status") == JobStatus.DONE.value}
+    chosen = [r for r in candidates if r.job_id in confirmed]
+    digests = {r.result.sha256 for r in chosen if r.result}
+    # A digest shared with anything else (a batch, a job the service deleted) stays.
+    for digest, refs in _owners(conn).items():
+        if digest in digests and any(
+            part != "result" or name not in confirmed for name, part, _ in refs
+        ):
+            digests.discard(digest)
+    ids = [r.job_id for r in chosen if r.result and r.result.sha256 in digests and r.job_id]
+    return {d for d in digests if conn.store.has(d)}, ids
+
+
+def _blob_size(store: Store, digest: str) -> int:
+    path = store.path_of(digest)
+    if path is not None:
+        return path.stat().st_size if path.exists() else 0
+    try:
+        return len(store.get_bytes(digest))  # small blobs live inline in the database
+    except (KeyError, JobledgerError):
+        return 0
+
+
+@cache.command("prune")
+@click.option("--unreferenced", is_flag=True, help="Remove blobs no recorded job refers to.")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Remove results of jobs done more than DAYS ago that the service still has.",
+)
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def cache_prune(
+    unreferenced: bool, days: float | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Free space in the local store, safely.
+
+    Batches are never removed, nor results the service no longer has (deleted
+    files): only what can be downloaded again, or what nothing refers to.
+    """
+    if unreferenced == (days is not None):
+        raise click.UsageError("give exactly one of --unreferenced or --older-than DAYS")
+    with open_connection() as conn:
+        jobs: list[str] = []
+        if unreferenced:
+            digests = set(conn.store.digests()) - conn.registry.referenced_digests()
+        else:
+            assert days is not None
+            digests, jobs = _old_results(conn, days)
+        total = sum(_blob_size(conn.store, d) for d in digests)
+        if digests and not dry_run and not yes:
+            click.confirm(
+                f"remove {len(digests)} blobs ({human_size(total)}) from {conn.store.path}?",
+                abort=True,
+                err=True,
+            )
+        removed = []
+        if not dry_run:
+            removed = [d for d in sorted(digests) if conn.store.delete(d)]
+    body = {
+        "dry_run": dry_run,
+        "count": len(digests) if dry_run else len(removed),
+        "bytes": total,
+        "sha256": sorted(digests) if dry_run else removed,
+        "jobs": jobs,
+    }
+    if as_json:
+        echo_json(body)
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {body['count']} blobs ({human_size(total)})")
+    if jobs:
+        click.echo(f"results of: {', '.join(jobs)} (downloaded again on next read)")
