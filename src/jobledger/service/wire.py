@@ -218,5 +218,14 @@ def job_info(job: JobRecord) -> dict[str, Any]:
 def status_entry(job: JobRecord) -> dict[str, Any]:
     """One entry of the ``POST /v1/jobs/status`` answer."""
     info = job_info(job)
-    keys = ("id", "status", "queue_position", "message", "started_at", "ended_at", "result")
+    keys = (
+        "id",
+        "status",
+        "queue_position",
+        "message",
+        "started_at",
+        "ended_at",
+        "usage",
+        "result",
+    )
     return {key: info[key] for key in keys}
