@@ -51,7 +51,7 @@ def test_two_concurrent_starts_share_one_service_and_stop_ends_all(jobledger_hom
         found = local.find_running(paths)
         assert found is not None and found.pid == pid and found.url.startswith("http://127.0.0.1:")
         assert found.data == paths.local_service_data
-        token_file = paths.tokens / "local"
+        token_file = paths.tokens / "@local-service"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(paths.tokens.stat().st_mode) == 0o700
         assert token_file.read_text().strip() == found.token

@@ -4,7 +4,7 @@ When no service is configured, the client uses a private service on a free loopb
 port, with its data in ``paths.local_service_data``. The running service is
 described by ``paths.runtime / "local-service.json"`` (written by the server itself
 once it is listening); its token, for the user ``local``, is in
-``paths.tokens / "local"`` (mode 0600). Starting happens under an exclusive lock file,
+``paths.tokens / "@local-service"`` (mode 0600; ``@`` keeps it apart from profile token files). Starting happens under an exclusive lock file,
 so two processes starting it at once share one service; a runtime file whose pid is
 dead is removed. This module imports neither Starlette, uvicorn nor requests: the
 client imports it, and checks health with :mod:`urllib`.
@@ -54,7 +54,8 @@ def _runtime_file(paths: Paths) -> Path:
 
 
 def _token_file(paths: Paths) -> Path:
-    return paths.tokens / LOCAL_USER
+    # "@" cannot appear in a profile name, so no profile's token file can clash.
+    return paths.tokens / "@local-service"
 
 
 def _pid_alive(pid: int) -> bool:
