@@ -5,8 +5,9 @@ port, with its data in ``paths.local_service_data``. The running service is
 described by ``paths.runtime / "local-service.json"`` (written by the server itself
 once it is listening); its token, for the user ``local``, is in
 ``paths.tokens / "@local-service"`` (mode 0600; the ``@`` keeps it apart from
-profile token files). Starting happens under an exclusive lock file, so two processes starting it at once share one service; a runtime file whose pid is
-dead is removed. This module imports neither Starlette, uvicorn nor requests: the
+profile token files). Starting happens under an exclusive lock file, so two
+processes starting it at once share one service; a runtime file whose pid is dead
+is removed. This module imports neither Starlette, uvicorn nor requests: the
 client imports it, and checks health with :mod:`urllib`.
 """
 
