@@ -746,21 +746,16 @@ def _apply_info(conn: sqlite3.Connection, pk: int, info: dict[str, Any]) -> None
         sets["backend_version"] = backend["version"]
     if "usage" in info:
         sets["usage"] = _dumps(info.get("usage") or {})
-    result = info.get("result")
-    if isinstance(result, dict) and result.get("sha256"):
-        # The service's digest is recorded; the bytes are checked against it on download.
-        existing = conn.execute("SELECT result_sha256 FROM jobs WHERE pk = ?", (pk,)).fetchone()
-        if not existing or not existing[0]:
-            sets["result_sha256"] = result["sha256"]
-            sets["result_size"] = result.get("size")
-            sets["result_media_type"] = result.get("media_type")
-    batch = info.get("batch")
-    if isinstance(batch, dict) and batch.get("sha256"):
-        existing = conn.execute("SELECT batch_sha256 FROM jobs WHERE pk = ?", (pk,)).fetchone()
-        if not existing or not existing[0]:
-            sets["batch_sha256"] = batch["sha256"]
-            sets["batch_size"] = batch.get("size")
-            sets["batch_media_type"] = batch.get("media_type")
+    known = conn.execute(
+        "SELECT result_sha256, batch_sha256 FROM jobs WHERE pk = ?", (pk,)
+    ).fetchone()
+    for part, recorded in zip(("result", "batch"), known or (None, None), strict=True):
+        blob = info.get(part)
+        # The service's digest is recorded once; the bytes are checked against it on download.
+        if isinstance(blob, dict) and blob.get("sha256") and not recorded:
+            sets[f"{part}_sha256"] = blob["sha256"]
+            sets[f"{part}_size"] = blob.get("size")
+            sets[f"{part}_media_type"] = blob.get("media_type")
     assignments = ", ".join(f"{k} = ?" for k in sets)
     conn.execute(f"UPDATE jobs SET {assignments} WHERE pk = ?", (*sets.values(), pk))
     if status != old_status:
