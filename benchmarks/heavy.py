@@ -80,7 +80,7 @@ def b7_large_result(bench: Bench) -> Figure:
     ours: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
     common = ["download", "--url", service.url, "--job", job_id]
-    for i in range(bench.settings.pick(3, 1)):
+    for i in range(bench.settings.pick(2, 1)):
         order = [(ours, []), (raw, ["--raw", "--out", str(out)])]
         for results, extra in order if i % 2 == 0 else order[::-1]:
             results.append(_answer(_worker(common + extra, home, service.token), 600))

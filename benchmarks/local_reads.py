@@ -113,18 +113,29 @@ def b1_warm_result(bench: Bench) -> Figure:
     )
 
 
-def _python(code: str, home: Path) -> float:
+def _env(home: Path, pycache: Path | None) -> dict[str, str]:
+    env = clean_env(home)
+    if pycache is not None:
+        # As after `pip install`: bytecode is cached (this checkout may run with
+        # PYTHONDONTWRITEBYTECODE=1; the cache goes outside the source tree).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _python(code: str, home: Path, pycache: Path | None) -> float:
+    env = _env(home, pycache)
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", code], env=clean_env(home), check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def _importtime(code: str, home: Path, top: int = 6) -> list[str]:
+def _importtime(code: str, home: Path, pycache: Path, top: int = 6) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
-        env=clean_env(home),
+        env=_env(home, pycache),
         check=True,
         capture_output=True,
         text=True,
@@ -152,11 +163,12 @@ def b2_cold_process(bench: Bench) -> Figure:
         f"assert hashlib.sha256(data).hexdigest() == {digest!r}\n"
         "json.loads(data)\n"
     )
+    pycache = bench.scratch("pycache")
     mine, theirs = side_by_side(
-        lambda: _python(ours, home),
-        lambda: _python(raw, home),
+        lambda: _python(ours, home, pycache),
+        lambda: _python(raw, home, pycache),
         bench.settings.pick(21, 1),
-        warmup=bench.settings.pick(2, 0),
+        warmup=bench.settings.pick(2, 1),
     )
     value, base = median(mine), median(theirs)
     ratio = value / base
@@ -169,10 +181,21 @@ def b2_cold_process(bench: Bench) -> Figure:
         "<= 1.5x floor",
         ratio <= 1.5,
     )
+    uncached, floor = side_by_side(
+        lambda: _python(ours, home, None),
+        lambda: _python(raw, home, None),
+        bench.settings.pick(7, 1),
+        warmup=0,
+    )
+    figure.notes.append(
+        f"B2: without cached bytecode (PYTHONDONTWRITEBYTECODE=1, uncompiled source) "
+        f"{fmt_seconds(median(uncached))} vs {fmt_seconds(median(floor))} "
+        f"({median(uncached) / median(floor):.2f}x)"
+    )
     if not figure.passed:
         figure.notes.append(
             "B2 slowest imports (self time, `-X importtime`): "
-            + ", ".join(_importtime(ours, home))
+            + ", ".join(_importtime(ours, home, pycache))
         )
     return figure
 

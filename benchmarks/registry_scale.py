@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import FIXTURES, Bench, Figure, fmt_seconds, home, median
+from benchmarks.common import FIXTURES, Bench, Figure, fmt_seconds, home, median, side_by_side
 
 __all__ = ["b5_large_registry", "build_registry"]
 
@@ -202,27 +202,39 @@ def b5_large_registry(bench: Bench) -> list[Figure]:
         db = sqlite3.connect(f"file:{registry_file}?mode=ro", uri=True)
         conn = jobledger.connect(offline=True)
         try:
-            queries: list[tuple[str, dict[str, Any]]] = [
-                ("tag exp-07 + done", {"tags": ["exp-07"], "status": "done"}),
+            tag_sql = (
+                "SELECT jobs.* FROM job_tags t JOIN jobs ON jobs.pk = t.job_pk WHERE t.tag = ? "
+            )
+            second = (
+                "AND EXISTS (SELECT 1 FROM job_tags u WHERE u.tag = ? AND "
+                "u.created_at = t.created_at AND u.job_pk = t.job_pk) "
+            )
+            order = "AND jobs.status IN (?) ORDER BY t.created_at DESC, jobs.pk DESC LIMIT 100"
+            # (name, Connection.jobs filters, the same query in raw SQL, its parameters)
+            queries: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
+                (
+                    "tag exp-07 + done",
+                    {"tags": ["exp-07"], "status": "done"},
+                    tag_sql + order,
+                    ("exp-07", "DONE"),
+                ),
                 (
                     "tags exp-07,user-3 + failed",
                     {"tags": ["exp-07", "user-3"], "status": "failed"},
+                    tag_sql + second + order,
+                    ("exp-07", "user-3", "ERROR"),
                 ),
             ]
-            listing: list[tuple[str, float]] = []
             if not conn.jobs(limit=100, **queries[0][1]):
                 raise RuntimeError(f"{registry_file} has no jobs matching {queries[0][0]}")
-            for name, filters in queries:
-                listing.append(
-                    (name, _per_call(lambda f=filters: conn.jobs(limit=100, **f), 5, rounds))
+            listing: list[tuple[str, float, float]] = []
+            for name, filters, sql, args in queries:
+                mine, theirs = side_by_side(
+                    lambda f=filters: conn.jobs(limit=100, **f),
+                    lambda q=sql, a=args: db.execute(q, a).fetchall(),
+                    rounds * 3,
                 )
-            raw_sql = (
-                "SELECT jobs.* FROM job_tags t JOIN jobs ON jobs.pk = t.job_pk WHERE t.tag = ? "
-                "AND jobs.status IN (?) ORDER BY t.created_at DESC, jobs.pk DESC LIMIT 100"
-            )
-            raw_query = _per_call(
-                lambda: db.execute(raw_sql, ("exp-07", "DONE")).fetchall(), 5, rounds
-            )
+                listing.append((name, median(mine), median(theirs)))
             ids = [
                 r[0]
                 for r in db.execute(
@@ -263,7 +275,7 @@ def b5_large_registry(bench: Bench) -> list[Figure]:
     size = sum(
         os.path.getsize(p) for p in registry_file.parent.glob("registry.db*") if p.is_file()
     )
-    worst_query = max(t for _, t in listing)
+    _, worst_query, raw_query = max(listing, key=lambda item: item[1])
     worst_lookup = max(t for _, t in lookups)
     per_job = size / count
     query = Figure(
@@ -275,7 +287,10 @@ def b5_large_registry(bench: Bench) -> list[Figure]:
         "<= 20 ms",
         worst_query <= 0.020,
     )
-    query.notes.append("B5a: " + "; ".join(f"{n} {fmt_seconds(t)}" for n, t in listing))
+    query.notes.append(
+        "B5a: "
+        + "; ".join(f"{n} {fmt_seconds(t)} (raw SQL {fmt_seconds(r)})" for n, t, r in listing)
+    )
     lookup = Figure(
         "B5b",
         f"{count:,}-job registry: id/alias lookup, warm",

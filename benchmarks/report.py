@@ -46,7 +46,9 @@ def print_table(figures: list[Figure]) -> None:
             print(f"     note: {note}")
 
 
-def write_table(doc: Path, figures: list[Figure], machine: str, runtime: float) -> None:
+def write_table(
+    doc: Path, figures: list[Figure], machine: str, runtime: float, scope: str = "all"
+) -> None:
     """Replace the results block of *doc* with these figures (keeping other rows)."""
     text = doc.read_text(encoding="utf-8") if doc.exists() else f"{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
@@ -71,7 +73,7 @@ def write_table(doc: Path, figures: list[Figure], machine: str, runtime: float) 
     ordered = [rows[k] for k in sorted(rows)]
     block = [
         "",
-        f"Machine: {machine}. Last run took {runtime:.0f} s.",
+        f"Machine: {machine}. Last run ({scope}) took {runtime:.0f} s.",
         "",
         *_HEADER,
         *ordered,

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(figures)
     print(f"\ntotal {runtime:.0f} s")
     if not (args.no_write or args.quick):
-        write_table(args.doc, figures, machine(), runtime)
+        scope = "all figures" if args.chosen == list(BENCHMARKS) else ", ".join(args.chosen)
+        write_table(args.doc, figures, machine(), runtime, scope)
         print(f"results written to {args.doc}")
     return 1 if any(f.title == "failed" for f in figures) else 0
 

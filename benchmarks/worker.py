@@ -64,9 +64,8 @@ def download(args: argparse.Namespace) -> dict[str, Any]:
         session.headers["Authorization"] = f"Bearer {args.token}"
         url = f"{args.url}/v1/jobs/{args.job}/result"
         out = Path(args.out)
-        with session.get(url, timeout=10) as warm:  # same warm keep-alive as jobledger
+        with session.get(f"{args.url}/v1/health", timeout=10) as warm:  # warm keep-alive
             warm.raise_for_status()
-            warm.close()
         with PeakRss() as rss:
             start = time.perf_counter()
             size = 0
