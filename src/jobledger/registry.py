@@ -1,229 +1,55 @@
 """The local registry: one SQLite file recording every job, its events and provenance.
 
-Schema and migrations are applied with sqlite-utils; queries use :mod:`sqlite3`
+:class:`Registry` records submissions and the service's answers and answers queries;
+the file handling (per-thread connections, retried ``BEGIN IMMEDIATE`` writes) is in
+:mod:`jobledger.registry_file`, the schema and migrations in
+:mod:`jobledger.registry_schema`, the record classes and date helpers in
+:mod:`jobledger.registry_records` (all re-exported here), and the statements shared by
+write transactions in :mod:`jobledger.registry_writes`. Queries use :mod:`sqlite3`
 directly so that the read path (``from jobledger.jobs import X``) stays light. The
-file is in WAL mode with a busy timeout, and every write runs in a ``BEGIN
-IMMEDIATE`` transaction retried with bounded backoff, so several processes and
-threads can record and read at once. The schema is documented in ``docs/registry.md``.
+schema is documented in ``docs/registry.md``.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from jobledger.errors import RegistryError
+from jobledger.registry_file import RegistryFile
+from jobledger.registry_records import BlobRef as BlobRef
+from jobledger.registry_records import JobRecord as JobRecord
+from jobledger.registry_records import ServiceRecord as ServiceRecord
+from jobledger.registry_records import _dumps, _record
+from jobledger.registry_records import now_iso as now_iso
+from jobledger.registry_records import parse_date as parse_date
+from jobledger.registry_records import to_iso as to_iso
+from jobledger.registry_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from jobledger.registry_schema import _migration_1 as _migration_1
+from jobledger.registry_writes import (
+    _apply_info,
+    _check_alias_free,
+    _event,
+    _insert_synced,
+    _set_tags,
+)
 from jobledger.status import JobStatus
 
+# The ``X as X`` imports above keep the names other code imports from this module
+# importable here, also for type checkers.
 __all__ = ["SCHEMA_VERSION", "BlobRef", "JobRecord", "Registry", "ServiceRecord"]
 
-SCHEMA_VERSION = 2
-T = TypeVar("T")
-_WRITE_ATTEMPTS = 10
 
-
-@dataclass(frozen=True)
-class BlobRef:
-    """A payload known by its digest: where it came from is the job's business."""
-
-    sha256: str
-    size: int
-    media_type: str
-
-
-@dataclass(frozen=True)
-class ServiceRecord:
-    """A job service the registry has recorded jobs for."""
-
-    id: str
-    url: str
-    kind: str  # "local" (the embedded service) or "remote"
-    profile: str | None
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One row of the ``jobs`` table, decoded."""
-
-    pk: int
-    job_id: str | None
-    service: str | None
-    alias: str | None
-    backend: str
-    backend_version: str | None
-    status: JobStatus
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    queue_position: int | None
-    message: str | None
-    tags: tuple[str, ...]
-    session_id: str | None
-    params: dict[str, Any]
-    batch: BlobRef | None
-    result: BlobRef | None
-    provenance: str | None
-    idempotency_key: str
-    submit_state: str  # "pending" (not acknowledged yet), "sent", or "synced"
-    last_seen_at: datetime | None
-    usage: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The id, or a placeholder while the submission is not acknowledged."""
-        return self.job_id or f"<pending #{self.pk}>"
-
-
-def now_iso() -> str:
-    """The current UTC time as the registry stores it."""
-    return datetime.now(UTC).isoformat()
-
-
-def parse_date(value: str | None) -> datetime | None:
-    """Parse an ISO 8601 date (naive ones are taken as UTC)."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def to_iso(value: datetime | str | None) -> str | None:
-    """Normalise a date to the registry's UTC ISO form (naive ones are taken as UTC)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
-
-
-class Registry:
+class Registry(RegistryFile):
     """The registry file at *path*.
 
     Cheap to build: nothing is opened until the first query. Each thread gets its
     own SQLite connection. With ``readonly=True`` the file is never created or
     migrated, and a missing file reads as an empty registry.
     """
-
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = path
-        self.readonly = readonly
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._ready = False
-
-    # -- connections ------------------------------------------------------------
-
-    def exists(self) -> bool:
-        """Whether the registry file exists."""
-        return self.path.exists()
-
-    def _conn(self) -> sqlite3.Connection | None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if (self.readonly or not self._ready) and not self.path.exists():
-            if self.readonly:
-                return None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if self.readonly:
-                conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro",
-                    uri=True,
-                    timeout=30,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                conn = sqlite3.connect(
-                    self.path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-            conn.execute("PRAGMA busy_timeout = 30000")
-        except sqlite3.Error as exc:
-            raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        if not self._ready:
-            self._check_schema(conn)
-        return conn
-
-    def close(self) -> None:
-        """Close every connection this registry opened (in any thread)."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
-
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        version = _schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise RegistryError(
-                f"the registry {self.path} was made by a newer jobledger (schema "
-                f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade with "
-                "`pip install -U jobledger`. The file was not changed."
-            )
-        if version < SCHEMA_VERSION and not self.readonly:
-            self._retry(lambda: _migrate(conn, self.path))
-        self._ready = True
-
-    def _retry(self, work: Callable[[], T]) -> T:
-        for attempt in range(_WRITE_ATTEMPTS):
-            try:
-                return work()
-            except sqlite3.OperationalError as exc:
-                text = str(exc)
-                if ("locked" not in text and "busy" not in text) or (
-                    attempt == _WRITE_ATTEMPTS - 1
-                ):
-                    raise RegistryError(f"cannot write the registry {self.path}: {exc}") from exc
-                time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
-        raise AssertionError("unreachable")
-
-    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run *work* in one ``BEGIN IMMEDIATE`` transaction, retried when busy."""
-        if self.readonly:
-            raise RegistryError(f"the registry {self.path} was opened read-only")
-        conn = self._conn()
-        assert conn is not None
-
-        def attempt() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return self._retry(attempt)
-
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Run a query; a missing read-only registry has no rows."""
-        conn = self._conn()
-        if conn is None:
-            return []
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc
 
     # -- services ---------------------------------------------------------------
 
@@ -559,242 +385,3 @@ class Registry:
             if row[2]:
                 found.update(json.loads(row[2]).values())
         return found
-
-
-# -- helpers ----------------------------------------------------------------------
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0
-        raise
-    return int(row[0]) if row else 0
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"the registry {path} was made by a newer jobledger")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            _MIGRATIONS[target](conn)
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(target),),
-            )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _migration_1(conn: sqlite3.Connection) -> None:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-    db.table("services").create(
-        {"id": str, "url": str, "kind": str, "profile": str, "first_seen": str, "last_seen": str},
-        pk="id",
-    )
-    db.table("provenance").create({"digest": str, "record": str, "first_seen": str}, pk="digest")
-    db.table("jobs").create(
-        {
-            "pk": int,
-            "job_id": str,
-            "service": str,
-            "idempotency_key": str,
-            "alias": str,
-            "backend": str,
-            "backend_version": str,
-            "status": str,
-            "created_at": str,
-            "started_at": str,
-            "ended_at": str,
-            "queue_position": int,
-            "message": str,
-            "tags": str,
-            "session_id": str,
-            "params": str,
-            "batch_sha256": str,
-            "batch_size": int,
-            "batch_media_type": str,
-            "result_sha256": str,
-            "result_size": int,
-            "result_media_type": str,
-            "provenance": str,
-            "usage": str,
-            "submit_state": str,
-            "last_seen_at": str,
-        },
-        pk="pk",
-        not_null={"idempotency_key", "backend", "status", "created_at", "submit_state"},
-    )
-    db.table("events").create(
-        {"id": int, "job_pk": int, "at": str, "kind": str, "detail": str}, pk="id"
-    )
-    conn.execute(
-        "CREATE TABLE job_tags (tag TEXT NOT NULL, created_at TEXT NOT NULL, "
-        "job_pk INTEGER NOT NULL, PRIMARY KEY (tag, created_at, job_pk)) WITHOUT ROWID"
-    )
-    for sql in (
-        "CREATE UNIQUE INDEX jobs_id ON jobs (job_id, service)",
-        "CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key)",
-        "CREATE UNIQUE INDEX jobs_alias ON jobs (alias) WHERE alias IS NOT NULL",
-        "CREATE INDEX jobs_created ON jobs (created_at)",
-        "CREATE INDEX jobs_status ON jobs (status, created_at)",
-        "CREATE INDEX jobs_backend ON jobs (backend, created_at)",
-        "CREATE INDEX events_job ON events (job_pk)",
-    ):
-        conn.execute(sql)
-
-
-def _migration_2(conn: sqlite3.Connection) -> None:
-    # Version 2 caches logs, interim results and metrics of finished jobs.
-    conn.execute("ALTER TABLE jobs ADD COLUMN extras TEXT")
-    conn.execute(
-        "CREATE INDEX jobs_submit_state ON jobs (submit_state) WHERE submit_state = 'pending'"
-    )
-
-
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migration_1, 2: _migration_2}
-
-
-def _event(conn: sqlite3.Connection, pk: int, kind: str, detail: str, at: str) -> None:
-    conn.execute(
-        "INSERT INTO events (job_pk, at, kind, detail) VALUES (?, ?, ?, ?)", (pk, at, kind, detail)
-    )
-
-
-def _set_tags(
-    conn: sqlite3.Connection, pk: int, old: Iterable[str], new: Iterable[str], created: str
-) -> None:
-    old_set, new_set = set(old), set(new)
-    for tag in old_set - new_set:
-        conn.execute(
-            "DELETE FROM job_tags WHERE tag = ? AND created_at = ? AND job_pk = ?",
-            (tag, created, pk),
-        )
-    for tag in new_set - old_set:
-        conn.execute(
-            "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk) VALUES (?, ?, ?)",
-            (tag, created, pk),
-        )
-
-
-def _check_alias_free(conn: sqlite3.Connection, alias: str, pk: int | None) -> None:
-    row = conn.execute(
-        "SELECT pk, job_id FROM jobs WHERE alias = ? OR job_id = ?", (alias, alias)
-    ).fetchone()
-    if row is not None and row[0] != pk:
-        raise ValueError(
-            f"the alias {alias!r} is already used by job {row[1] or '#' + str(row[0])}; "
-            "choose another name or remove it there first"
-        )
-
-
-def _insert_synced(conn: sqlite3.Connection, service: str, info: dict[str, Any]) -> int:
-    created = to_iso(info.get("created_at")) or now_iso()
-    tags = list(info.get("tags") or [])
-    backend = info.get("backend") or {}
-    cursor = conn.execute(
-        "INSERT INTO jobs (job_id, service, idempotency_key, backend, status, created_at, tags,"
-        " session_id, params, submit_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'synced')",
-        (
-            info["id"],
-            service,
-            f"synced:{service}:{info['id']}",
-            backend.get("name", "?") if isinstance(backend, dict) else str(backend),
-            info.get("status", JobStatus.QUEUED.value),
-            created,
-            _dumps(tags),
-            info.get("session_id"),
-            _dumps(info.get("params") or {}),
-        ),
-    )
-    pk = int(cursor.lastrowid or 0)
-    _set_tags(conn, pk, (), tags, created)
-    _event(conn, pk, "synced", "", now_iso())
-    return pk
-
-
-def _apply_info(conn: sqlite3.Connection, pk: int, info: dict[str, Any]) -> None:
-    row = conn.execute("SELECT status FROM jobs WHERE pk = ?", (pk,)).fetchone()
-    old_status = row[0] if row else None
-    status = info.get("status", old_status)
-    sets = {
-        "status": status,
-        "queue_position": info.get("queue_position"),
-        "message": info.get("message"),
-        "last_seen_at": now_iso(),
-    }
-    for key in ("started_at", "ended_at"):
-        if info.get(key):
-            sets[key] = to_iso(info[key])
-    backend = info.get("backend")
-    if isinstance(backend, dict) and backend.get("version"):
-        sets["backend_version"] = backend["version"]
-    if "usage" in info:
-        sets["usage"] = _dumps(info.get("usage") or {})
-    known = conn.execute(
-        "SELECT result_sha256, batch_sha256 FROM jobs WHERE pk = ?", (pk,)
-    ).fetchone()
-    for part, recorded in zip(("result", "batch"), known or (None, None), strict=True):
-        blob = info.get(part)
-        # The service's digest is recorded once; the bytes are checked against it on download.
-        if isinstance(blob, dict) and blob.get("sha256") and not recorded:
-            sets[f"{part}_sha256"] = blob["sha256"]
-            sets[f"{part}_size"] = blob.get("size")
-            sets[f"{part}_media_type"] = blob.get("media_type")
-    assignments = ", ".join(f"{k} = ?" for k in sets)
-    conn.execute(f"UPDATE jobs SET {assignments} WHERE pk = ?", (*sets.values(), pk))
-    if status != old_status:
-        _event(conn, pk, "status", str(status), now_iso())
-
-
-def _record(row: sqlite3.Row) -> JobRecord:
-    keys = row.keys()
-
-    def blob(prefix: str) -> BlobRef | None:
-        digest = row[f"{prefix}_sha256"]
-        if not digest:
-            return None
-        return BlobRef(digest, row[f"{prefix}_size"] or 0, row[f"{prefix}_media_type"] or "")
-
-    created = parse_date(row["created_at"])
-    assert created is not None
-    return JobRecord(
-        pk=row["pk"],
-        job_id=row["job_id"],
-        service=row["service"],
-        alias=row["alias"],
-        backend=row["backend"],
-        backend_version=row["backend_version"],
-        status=JobStatus(row["status"]),
-        created_at=created,
-        started_at=parse_date(row["started_at"]),
-        ended_at=parse_date(row["ended_at"]),
-        queue_position=row["queue_position"],
-        message=row["message"],
-        tags=tuple(json.loads(row["tags"] or "[]")),
-        session_id=row["session_id"],
-        params=json.loads(row["params"] or "{}"),
-        batch=blob("batch"),
-        result=blob("result"),
-        provenance=row["provenance"],
-        idempotency_key=row["idempotency_key"],
-        submit_state=row["submit_state"],
-        last_seen_at=parse_date(row["last_seen_at"]),
-        usage=json.loads(row["usage"] or "{}"),
-        extras=json.loads(row["extras"] or "{}") if "extras" in keys else {},
-    )

@@ -1,0 +1,140 @@
+"""The registry's SQLite file: per-thread connections, schema checks and retried writes.
+
+:class:`RegistryFile` opens the file lazily (read-only when asked), checks its schema
+version and migrates it on first use, and runs every write in a ``BEGIN IMMEDIATE``
+transaction retried with bounded, jittered backoff while another process holds the
+lock. The file is in WAL mode with a busy timeout. :class:`~jobledger.registry.Registry`
+builds its recording and queries on top of it.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jobledger.errors import RegistryError
+from jobledger.registry_schema import SCHEMA_VERSION, _migrate, _schema_version
+
+__all__ = ["RegistryFile"]
+
+T = TypeVar("T")
+_WRITE_ATTEMPTS = 10
+
+
+class RegistryFile:
+    """The SQLite file at *path*, opened on first use, one connection per thread."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._ready = False
+
+    # -- connections ------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the registry file exists."""
+        return self.path.exists()
+
+    def _conn(self) -> sqlite3.Connection | None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if (self.readonly or not self._ready) and not self.path.exists():
+            if self.readonly:
+                return None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.readonly:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        if not self._ready:
+            self._check_schema(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this registry opened (in any thread)."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        version = _schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"the registry {self.path} was made by a newer jobledger (schema "
+                f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade with "
+                "`pip install -U jobledger`. The file was not changed."
+            )
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._retry(lambda: _migrate(conn, self.path))
+        self._ready = True
+
+    def _retry(self, work: Callable[[], T]) -> T:
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or (
+                    attempt == _WRITE_ATTEMPTS - 1
+                ):
+                    raise RegistryError(f"cannot write the registry {self.path}: {exc}") from exc
+                time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *work* in one ``BEGIN IMMEDIATE`` transaction, retried when busy."""
+        if self.readonly:
+            raise RegistryError(f"the registry {self.path} was opened read-only")
+        conn = self._conn()
+        assert conn is not None
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return self._retry(attempt)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run a query; a missing read-only registry has no rows."""
+        conn = self._conn()
+        if conn is None:
+            return []
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc

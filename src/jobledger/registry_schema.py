@@ -1,0 +1,123 @@
+"""The registry's schema: its version, the migrations that build it, and their runner.
+
+The version is kept in the ``meta`` table; :func:`_migrate` applies every missing
+migration in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers migrate once.
+Migration 1 creates the tables with sqlite-utils (imported only here, only when a
+file is created) and the indexes every query relies on. The schema is documented in
+``docs/registry.md``; changing it means a new migration and a new
+:data:`SCHEMA_VERSION`. Re-exported by :mod:`jobledger.registry`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from jobledger.errors import RegistryError
+
+__all__ = ["SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    return int(row[0]) if row else 0
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"the registry {path} was made by a newer jobledger")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS[target](conn)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(target),),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("services").create(
+        {"id": str, "url": str, "kind": str, "profile": str, "first_seen": str, "last_seen": str},
+        pk="id",
+    )
+    db.table("provenance").create({"digest": str, "record": str, "first_seen": str}, pk="digest")
+    db.table("jobs").create(
+        {
+            "pk": int,
+            "job_id": str,
+            "service": str,
+            "idempotency_key": str,
+            "alias": str,
+            "backend": str,
+            "backend_version": str,
+            "status": str,
+            "created_at": str,
+            "started_at": str,
+            "ended_at": str,
+            "queue_position": int,
+            "message": str,
+            "tags": str,
+            "session_id": str,
+            "params": str,
+            "batch_sha256": str,
+            "batch_size": int,
+            "batch_media_type": str,
+            "result_sha256": str,
+            "result_size": int,
+            "result_media_type": str,
+            "provenance": str,
+            "usage": str,
+            "submit_state": str,
+            "last_seen_at": str,
+        },
+        pk="pk",
+        not_null={"idempotency_key", "backend", "status", "created_at", "submit_state"},
+    )
+    db.table("events").create(
+        {"id": int, "job_pk": int, "at": str, "kind": str, "detail": str}, pk="id"
+    )
+    conn.execute(
+        "CREATE TABLE job_tags (tag TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "job_pk INTEGER NOT NULL, PRIMARY KEY (tag, created_at, job_pk)) WITHOUT ROWID"
+    )
+    for sql in (
+        "CREATE UNIQUE INDEX jobs_id ON jobs (job_id, service)",
+        "CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key)",
+        "CREATE UNIQUE INDEX jobs_alias ON jobs (alias) WHERE alias IS NOT NULL",
+        "CREATE INDEX jobs_created ON jobs (created_at)",
+        "CREATE INDEX jobs_status ON jobs (status, created_at)",
+        "CREATE INDEX jobs_backend ON jobs (backend, created_at)",
+        "CREATE INDEX events_job ON events (job_pk)",
+    ):
+        conn.execute(sql)
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
+    # Version 2 caches logs, interim results and metrics of finished jobs.
+    conn.execute("ALTER TABLE jobs ADD COLUMN extras TEXT")
+    conn.execute(
+        "CREATE INDEX jobs_submit_state ON jobs (submit_state) WHERE submit_state = 'pending'"
+    )
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migration_1, 2: _migration_2}
