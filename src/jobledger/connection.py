@@ -5,30 +5,41 @@ the :class:`~jobledger.registry.Registry`, keeps bytes in the
 :class:`~jobledger.store.Store`, and only then talks to the service through a
 :class:`~jobledger.transport.Transport`, which it creates on the first call that
 needs the network (so reading what is recorded never starts or reaches anything).
+Argument checks live in :mod:`jobledger.validation`; resolving pending submissions,
+remote listing and ``sync`` in :mod:`jobledger.sync`; :func:`connection_for` (the
+shared connections of handles from :mod:`jobledger.jobs`) in :mod:`jobledger.binding`.
+Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobledger import codecs
+from jobledger.binding import connection_for as connection_for
 from jobledger.errors import (
     JobNotFoundError,
     OfflineError,
     ServiceError,
 )
 from jobledger.paths import Paths, get_paths
-from jobledger.registry import BlobRef, JobRecord, Registry, ServiceRecord, to_iso
-from jobledger.status import FINAL_STATES, JobStatus, parse_status
+from jobledger.registry import BlobRef, JobRecord, Registry, ServiceRecord
+from jobledger.status import FINAL_STATES, JobStatus
+from jobledger.sync import SyncReport as SyncReport
+from jobledger.sync import remote_jobs, resolve_pending, sync
+from jobledger.validation import RESERVED_NAMES as RESERVED_NAMES
+from jobledger.validation import _ambiguous as _ambiguous
+from jobledger.validation import _check_params, _date, _statuses
+from jobledger.validation import _check_tags as _check_tags
+from jobledger.validation import check_alias as check_alias
 
 if TYPE_CHECKING:
     from jobledger.config import ResolvedConfig
@@ -37,10 +48,11 @@ if TYPE_CHECKING:
     from jobledger.store import Store
     from jobledger.transport import Transport
 
+# The ``X as X`` imports above keep the names other code imports from this module
+# importable here, also for type checkers.
 __all__ = ["BackendInfo", "Connection", "SyncReport", "connection_for"]
 
 T = TypeVar("T")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _UNREACHABLE_GRACE = 2.0
 
 
@@ -51,17 +63,6 @@ class BackendInfo:
     name: str
     version: str
     description: str
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    """What :meth:`Connection.sync` did."""
-
-    new: int = 0
-    updated: int = 0
-    resolved: int = 0
-    fetched: int = 0
-    errors: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Connection:
                 self._unreachable = (time.monotonic(), exc)
                 raise
             self._unreachable = None
-            self._resolved_on_bind += self._resolve_pending(self._binding)
+            self._resolved_on_bind += resolve_pending(self, self._binding)
             return self._binding
 
     def _connect(self) -> _Binding:
@@ -323,39 +324,6 @@ class Connection:
             raise
         return self.registry.acknowledge(pk, info)
 
-    def _resolve_pending(self, binding: _Binding) -> int:
-        """Re-send submissions whose answer never arrived, with their original keys."""
-        pending = self.registry.query(
-            limit=None, pending_submission=True, service=binding.service.id
-        )
-        resolved = 0
-        for record in pending:
-            if record.batch is None or not self.store.has(record.batch.sha256):
-                continue
-            data = self.store.get_bytes(record.batch.sha256, what=f"batch of {record.name}")
-            body = {
-                "backend": record.backend,
-                "batch": {
-                    "media_type": record.batch.media_type,
-                    "data": base64.b64encode(data).decode("ascii"),
-                    "sha256": record.batch.sha256,
-                },
-                "params": record.params,
-                "tags": list(record.tags),
-                "session_id": record.session_id,
-            }
-            try:
-                info = binding.transport.submit(body, idempotency_key=record.idempotency_key)
-            except ServiceError as exc:
-                if exc.status_code is not None and 400 <= exc.status_code < 500:
-                    self.registry.forget_submission(record.pk)
-                continue
-            except OfflineError:
-                break
-            self.registry.acknowledge(record.pk, info)
-            resolved += 1
-        return resolved
-
     # -- finding jobs -------------------------------------------------------------
 
     def job(self, job_id: str) -> Job:
@@ -430,7 +398,8 @@ class Connection:
         after = _date(created_after, "created_after")
         before = _date(created_before, "created_before")
         if remote:
-            return self._remote_jobs(
+            return remote_jobs(
+                self,
                 limit,
                 skip,
                 backend_name,
@@ -456,54 +425,6 @@ class Connection:
 
     get_jobs = jobs
 
-    def _remote_jobs(
-        self,
-        limit: int | None,
-        skip: int,
-        backend: str | None,
-        statuses: list[JobStatus],
-        tags: list[str],
-        after: datetime | None,
-        before: datetime | None,
-        descending: bool,
-        session_id: str | None,
-    ) -> list[Job]:
-        from jobledger.job import Job
-
-        query: dict[str, Any] = {"order": "desc" if descending else "asc"}
-        if backend:
-            query["backend"] = backend
-        if statuses:
-            query["status"] = [s.value for s in statuses]
-        if tags:
-            query["tag"] = tags
-        if after:
-            query["created_after"] = to_iso(after)
-        if before:
-            query["created_before"] = to_iso(before)
-        if session_id:
-            query["session_id"] = session_id
-        wanted = None if limit is None else skip + limit
-        query["limit"] = min(1000, wanted or 1000)
-        infos: list[dict[str, Any]] = []
-
-        def fetch(transport: Transport) -> None:
-            for info in transport.list_jobs(query):
-                infos.append(info)
-                if wanted is not None and len(infos) >= wanted:
-                    return
-
-        self.call(fetch)
-        infos = infos[skip:]
-        service = self.service_id
-        self.registry.apply_infos(service, infos)
-        out = []
-        for info in infos:
-            found = self.registry.find(info["id"], service)
-            if found:
-                out.append(Job(found[0], self))
-        return out
-
     # -- sync ---------------------------------------------------------------------
 
     def sync(self, *, fetch_results: bool = False) -> SyncReport:
@@ -513,150 +434,4 @@ class Connection:
         here, refreshes every non-final status with batch calls, and with
         ``fetch_results=True`` downloads every finished result not yet stored.
         """
-        from jobledger.job import Job
-
-        binding = self.bind()
-        service = binding.service.id
-        resolved = self._resolve_pending(binding) + self._resolved_on_bind
-        self._resolved_on_bind = 0
-        before = self.registry.count()
-        infos: list[dict[str, Any]] = []
-        self.call(lambda t: infos.extend(t.list_jobs({"limit": 1000, "order": "asc"})))
-        self.registry.apply_infos(service, infos)
-        new = self.registry.count() - before
-        open_jobs = self.registry.query(
-            limit=None, service=service, statuses=[s for s in JobStatus if s not in FINAL_STATES]
-        )
-        ids = [r.job_id for r in open_jobs if r.job_id]
-        found, _missing = self.call(lambda t: t.statuses(ids))
-        self.registry.apply_infos(service, found)
-        fetched = 0
-        errors: list[str] = []
-        if fetch_results:
-            for record in self.registry.query(
-                limit=None, service=service, statuses=[JobStatus.DONE]
-            ):
-                if record.result and self.store.has(record.result.sha256):
-                    continue
-                try:
-                    Job(record, self).fetch_result()
-                    fetched += 1
-                except (ServiceError, OfflineError) as exc:
-                    errors.append(f"{record.name}: {exc}")
-        return SyncReport(
-            new=new, updated=len(found), resolved=resolved, fetched=fetched, errors=tuple(errors)
-        )
-
-
-# -- connections for handles that were not made by one ------------------------------
-
-_connections: dict[str | None, Connection] = {}
-_connections_lock = threading.Lock()
-
-
-def connection_for(service_id: str | None, registry: Registry | None = None) -> Connection:
-    """A shared connection to the service a recorded job belongs to.
-
-    Used by handles imported from :mod:`jobledger.jobs`: the embedded service is
-    found (or started) again; a remote one is reached at its recorded URL with the
-    token configured for that URL.
-    """
-    with _connections_lock:
-        existing = _connections.get(service_id)
-        if existing is not None and not existing._closed:
-            return existing
-        from jobledger.config import resolve
-
-        paths = get_paths()
-        record = (registry or Registry(paths.registry, readonly=True)).service(service_id or "")
-        if record is None or record.kind == "local":
-            config = replace(resolve(paths=paths), url=None, token=None, profile=None)
-        else:
-            config = resolve(url=record.url, profile=record.profile, paths=paths)
-        conn = Connection(config, paths)
-        _connections[service_id] = conn
-        return conn
-
-
-# -- validation -----------------------------------------------------------------------
-
-
-def check_alias(alias: object) -> str:
-    """Validate an alias: a Python identifier that is not a job id nor a name the
-    :mod:`jobledger.jobs` module defines.
-
-    :raises ValueError: saying what is wrong and what is allowed.
-    """
-    from jobledger.ids import ID_PATTERN
-
-    if not isinstance(alias, str) or not _IDENTIFIER.match(alias):
-        raise ValueError(
-            f"invalid alias {alias!r}: an alias must be a Python identifier (letters, digits "
-            "and underscores, not starting with a digit) so it can be imported"
-        )
-    if alias.startswith("_"):
-        raise ValueError(f"invalid alias {alias!r}: aliases may not start with an underscore")
-    if ID_PATTERN.match(alias):
-        raise ValueError(f"invalid alias {alias!r}: it has the form of a job id")
-    if alias in RESERVED_NAMES:
-        raise ValueError(
-            f"invalid alias {alias!r}: jobledger.jobs already defines that name; choose another"
-        )
-    return alias
-
-
-RESERVED_NAMES = frozenset({"get", "refresh", "names"})
-
-
-def _check_params(params: object) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-        raise TypeError(f"params must be a dict with string keys, not {type(params).__name__}")
-    codecs.encode(params)  # raises TypeError naming what cannot travel as JSON
-    return dict(params)
-
-
-def _check_tags(tags: object) -> list[str]:
-    if tags is None:
-        return []
-    if isinstance(tags, str) or not isinstance(tags, Iterable):
-        raise TypeError(f"tags must be a list of strings, not {tags!r}")
-    out = list(tags)
-    bad = [t for t in out if not isinstance(t, str) or not t]
-    if bad:
-        raise TypeError(f"tags must be non-empty strings; got {bad[0]!r}")
-    return out
-
-
-def _statuses(status: object) -> list[JobStatus]:
-    if status is None:
-        return []
-    if isinstance(status, str | JobStatus):
-        return [parse_status(status)]
-    if isinstance(status, Iterable):
-        return [parse_status(s) for s in status]
-    raise TypeError(f"status must be a status name or a list of them, not {status!r}")
-
-
-def _date(value: datetime | str | None, name: str) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a datetime or an ISO 8601 string such as "
-            f"'2026-01-31T12:00:00+00:00', not {value!r}"
-        ) from None
-
-
-def _ambiguous(name: str, records: list[JobRecord], registry: Registry) -> str:
-    urls = []
-    for record in records:
-        service = registry.service(record.service or "")
-        urls.append(f"{record.service} ({service.url if service else 'unknown URL'})")
-    return (
-        f"job id {name!r} is recorded for {len(records)} services: {', '.join(urls)}; choose "
-        f"one with jobledger.jobs.get({name!r}, service='<service id>')"
-    )
+        return sync(self, fetch_results=fetch_results)
