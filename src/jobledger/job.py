@@ -2,7 +2,8 @@
 
 Building a handle, ``repr()``, ``_repr_html_`` and attribute probes do no I/O: they
 read the snapshot of the registry row the handle was built from. Reads go registry →
-store → (only when missing) the service; a final status is never fetched again.
+store → (only when missing) the service; a final status is never fetched again. The
+thread behind :meth:`Job.stream_results` is in :mod:`jobledger.streaming`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +21,13 @@ from jobledger.errors import (
     CacheCorruptionError,
     JobCancelledError,
     JobFailureError,
-    JobledgerError,
     OfflineError,
     ResultNotReadyError,
     ServiceError,
 )
 from jobledger.registry import BlobRef, JobRecord, Registry
 from jobledger.status import JobInfo, JobStatus
+from jobledger.streaming import _reporting, _Stream
 
 if TYPE_CHECKING:
     from jobledger.connection import Connection
@@ -123,7 +123,7 @@ class Job:
 
     @alias.setter
     def alias(self, value: str | None) -> None:
-        from jobledger.connection import check_alias
+        from jobledger.validation import check_alias
 
         if value is not None:
             check_alias(value)
@@ -137,7 +137,7 @@ class Job:
 
     def update_tags(self, new_tags: Sequence[str]) -> None:
         """Replace the job's tags (in the local registry)."""
-        from jobledger.connection import _check_tags
+        from jobledger.validation import _check_tags
 
         self._conn.registry.set_tags(self._record.pk, _check_tags(new_tags))
         self._reload()
@@ -548,66 +548,3 @@ class Job:
 
     def __hash__(self) -> int:
         return hash((self._record.service, self._record.pk))
-
-
-def _reporting(
-    chunks: Iterator[bytes], total: int | None, progress: Callable[[int, int | None], None]
-) -> Iterator[bytes]:
-    done = 0
-    progress(0, total)
-    for chunk in chunks:
-        done += len(chunk)
-        progress(done, total)
-        yield chunk
-
-
-class _Stream:
-    """A background thread following a job's event stream for interim results."""
-
-    def __init__(
-        self, connection: Connection, job_id: str, callback: Callable[[str, Any], None]
-    ) -> None:
-        self._conn = connection
-        self._job_id = job_id
-        self._callback = callback
-        self._stopped = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"jobledger-stream-{job_id}", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        response = self._response
-        if response is not None:
-            response.close()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _remember(self, response: Any) -> None:
-        self._response = response
-        if self._stopped.is_set():
-            response.close()
-
-    def _run(self) -> None:
-        last: int | None = None
-        transport = self._conn.bind().transport
-        while not self._stopped.is_set():
-            try:
-                for event in transport.events(
-                    self._job_id, last_event_id=last, on_response=self._remember
-                ):
-                    last = event.id
-                    if self._stopped.is_set():
-                        return
-                    if event.kind == "interim":
-                        self._callback(self._job_id, event.data.get("value"))
-                    elif event.kind == "status" and JobStatus(event.data["status"]).is_final:
-                        return
-                return
-            except JobledgerError:
-                if self._stopped.wait(1.0):
-                    return

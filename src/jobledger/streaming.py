@@ -1,0 +1,83 @@
+"""Following a job as it runs: interim results from its event stream, download progress.
+
+:class:`_Stream` is the background thread behind :meth:`Job.stream_results
+<jobledger.job.Job.stream_results>`: it follows the service's event stream (resuming
+after the last event seen when the connection drops) and calls the user's callback for
+every interim result until the job ends or the stream is stopped. ``_reporting`` wraps
+a download's chunks to report progress for :meth:`~jobledger.job.Job.fetch_result`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from jobledger.errors import JobledgerError
+from jobledger.status import JobStatus
+
+if TYPE_CHECKING:
+    from jobledger.connection import Connection
+
+
+def _reporting(
+    chunks: Iterator[bytes], total: int | None, progress: Callable[[int, int | None], None]
+) -> Iterator[bytes]:
+    done = 0
+    progress(0, total)
+    for chunk in chunks:
+        done += len(chunk)
+        progress(done, total)
+        yield chunk
+
+
+class _Stream:
+    """A background thread following a job's event stream for interim results."""
+
+    def __init__(
+        self, connection: Connection, job_id: str, callback: Callable[[str, Any], None]
+    ) -> None:
+        self._conn = connection
+        self._job_id = job_id
+        self._callback = callback
+        self._stopped = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"jobledger-stream-{job_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        response = self._response
+        if response is not None:
+            response.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _remember(self, response: Any) -> None:
+        self._response = response
+        if self._stopped.is_set():
+            response.close()
+
+    def _run(self) -> None:
+        last: int | None = None
+        transport = self._conn.bind().transport
+        while not self._stopped.is_set():
+            try:
+                for event in transport.events(
+                    self._job_id, last_event_id=last, on_response=self._remember
+                ):
+                    last = event.id
+                    if self._stopped.is_set():
+                        return
+                    if event.kind == "interim":
+                        self._callback(self._job_id, event.data.get("value"))
+                    elif event.kind == "status" and JobStatus(event.data["status"]).is_final:
+                        return
+                return
+            except JobledgerError:
+                if self._stopped.wait(1.0):
+                    return
