@@ -9,7 +9,6 @@ thread behind :meth:`Job.stream_results` is in :mod:`jobledger.streaming`.
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -291,7 +290,8 @@ class Job:
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
-        if self._reload().status.is_final:
+        # A final status is never fetched again (not even re-read from the registry).
+        if self._record.status.is_final or self._reload().status.is_final:
             return
         job_id = self._require_id()
         conn = self._conn
@@ -349,20 +349,27 @@ class Job:
 
     def _load_result(self, record: JobRecord) -> Any:
         ref = record.result
-        if ref is not None and self._store.has(ref.sha256):
+        if ref is not None:
             try:
                 data = self._store.get_bytes(ref.sha256, what=self._what("result"))
                 return codecs.decode(data, ref.media_type)
+            except KeyError:
+                pass  # recorded by the service, not downloaded yet
             except CacheCorruptionError:
-                if self._connection is None and self._conn.offline:
-                    raise
-                if self._conn.offline:
-                    raise
+                if not self._reachable():
+                    raise  # offline: never return bad bytes, and keep them as evidence
                 self._store.delete(ref.sha256)
         ref = self.fetch_result()
         return codecs.decode(
             self._store.get_bytes(ref.sha256, what=self._what("result")), ref.media_type
         )
+
+    def _reachable(self) -> bool:
+        try:
+            self._conn.bind()
+        except OfflineError:
+            return False
+        return True
 
     def fetch_result(self, progress: Callable[[int, int | None], None] | None = None) -> BlobRef:
         """Download the result into the store (verified), unless it is there already.
@@ -525,6 +532,8 @@ class Job:
         )
 
     def _repr_html_(self) -> str:
+        import html
+
         record = self._record
         rows = [
             ("id", record.name),

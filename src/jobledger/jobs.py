@@ -12,7 +12,6 @@ nothing; private and dunder names are refused at once, so tools probing with
 
 from __future__ import annotations
 
-import difflib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +74,8 @@ def get(name: str, service: str | None = None) -> Job:
 def describe_unknown(name: str, registry: Registry) -> str:
     """The message for a name the registry does not know, with close matches."""
     where = registry.path if registry.exists() else f"{registry.path} (not created yet)"
+    import difflib
+
     message = f"no job or alias named {name!r} in the registry {where}"
     matches = difflib.get_close_matches(name, registry.near_names(name), n=3, cutoff=0.6)
     if matches:

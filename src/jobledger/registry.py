@@ -132,7 +132,7 @@ class Registry(RegistryFile):
             _event(conn, pk, "submitted", backend, now)
             return pk
 
-        return self.write(work)
+        return self.write(work, durable=True)
 
     def acknowledge(self, pk: int, info: dict[str, Any]) -> JobRecord:
         """Record the service's answer to a submission (its id, dates, status)."""
@@ -232,7 +232,7 @@ class Registry(RegistryFile):
             conn.execute("UPDATE jobs SET alias = ? WHERE pk = ?", (alias, pk))
             _event(conn, pk, "alias", alias or "", now_iso())
 
-        self.write(work)
+        self.write(work, durable=True)
 
     def set_tags(self, pk: int, tags: Sequence[str]) -> None:
         """Replace the job's tags."""
@@ -244,7 +244,7 @@ class Registry(RegistryFile):
             _set_tags(conn, pk, old, tags, row[1])
             _event(conn, pk, "tags", _dumps(list(tags)), now_iso())
 
-        self.write(work)
+        self.write(work, durable=True)
 
     def add_event(self, pk: int, kind: str, detail: str = "") -> None:
         """Append an event to the job's log."""
@@ -336,7 +336,8 @@ class Registry(RegistryFile):
             where.append("jobs.backend = ?")
             params.append(backend)
         if statuses:
-            where.append(f"jobs.status IN ({','.join('?' * len(statuses))})")
+            status_col = "t.status" if tags else "jobs.status"
+            where.append(f"{status_col} IN ({','.join('?' * len(statuses))})")
             params.extend(s.value for s in statuses)
         if created_after is not None:
             where.append(f"{order_col} > ?")
@@ -356,7 +357,9 @@ class Registry(RegistryFile):
         sql = f"SELECT jobs.* FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order_col} {'DESC' if descending else 'ASC'}, jobs.pk "
+        # Ordering by the index's own columns lets SQLite stream rows without a sort.
+        pk_col = "t.job_pk" if tags else "jobs.pk"
+        sql += f" ORDER BY {order_col} {'DESC' if descending else 'ASC'}, {pk_col} "
         sql += "DESC" if descending else "ASC"
         sql += " LIMIT ? OFFSET ?"
         params.extend([-1 if limit is None else limit, skip])

@@ -9,6 +9,7 @@ answer (status, dates, usage, digests) to a row.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -34,7 +35,8 @@ def _set_tags(
         )
     for tag in new_set - old_set:
         conn.execute(
-            "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk, status) "
+            "SELECT ?, ?, pk, status FROM jobs WHERE pk = ?",
             (tag, created, pk),
         )
 
@@ -107,3 +109,9 @@ def _apply_info(conn: sqlite3.Connection, pk: int, info: dict[str, Any]) -> None
     conn.execute(f"UPDATE jobs SET {assignments} WHERE pk = ?", (*sets.values(), pk))
     if status != old_status:
         _event(conn, pk, "status", str(status), now_iso())
+        tagged = conn.execute("SELECT tags, created_at FROM jobs WHERE pk = ?", (pk,)).fetchone()
+        for tag in json.loads(tagged[0] or "[]"):
+            conn.execute(
+                "UPDATE job_tags SET status = ? WHERE tag = ? AND created_at = ? AND job_pk = ?",
+                (status, tag, tagged[1], pk),
+            )
