@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from jobledger.service.local import _pid_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -99,20 +101,6 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
     env["JOBLEDGER_HOME"] = str(home)
     return env
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass

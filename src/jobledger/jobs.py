@@ -111,6 +111,3 @@ def _importing_from() -> bool:
     frame = sys._getframe(2)
     code = frame.f_code.co_code
     return 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] == opcode.opmap["IMPORT_FROM"]
-
-
-_unknown = describe_unknown  # kept for callers written against the earlier name

@@ -271,11 +271,6 @@ class Registry(RegistryFile):
             rows = self.read("SELECT * FROM jobs WHERE alias = ?", (name,))
         return [_record(r) for r in rows]
 
-    def find_by_key(self, idempotency_key: str) -> JobRecord | None:
-        """The job recorded with this idempotency key."""
-        rows = self.read("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
-        return _record(rows[0]) if rows else None
-
     def names(self) -> list[str]:
         """Every job id and alias, sorted."""
         rows = self.read(

@@ -64,9 +64,9 @@ def find_job(conn: Connection, name: str) -> Job:
             asked = f"; the service at {conn.url} does not know it either"
         except OfflineError as exc:
             asked = f"; the service could not be asked ({exc})"
-    from jobledger.jobs import _unknown
+    from jobledger.jobs import describe_unknown
 
-    message = _unknown(name, conn.registry)
+    message = describe_unknown(name, conn.registry)
     hint = " (list recorded jobs with `jobledger ls`)"
     if asked:
         message = message.replace(hint, asked + hint) if hint in message else message + asked
