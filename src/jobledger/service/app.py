@@ -37,7 +37,7 @@ from jobledger.service.auth import TokenAuthority
 from jobledger.service.blobs import BlobInfo, BlobStore
 from jobledger.service.db import Database
 from jobledger.service.events import Broker, sse_stream
-from jobledger.service.executor import Executor
+from jobledger.service.executors import Executor
 from jobledger.service.openapi import openapi_document
 from jobledger.service.plugin import Backend, load_backends
 from jobledger.service.store import JobRecord, JobStore, now_iso

@@ -1,6 +1,6 @@
 """The worker process: runs one job at a time for the executor, and reports back.
 
-A worker is started by :mod:`jobledger.service.executor` with the ``spawn`` context
+A worker is started by :mod:`jobledger.service.executors.process` with the ``spawn`` context
 (never a fork of the threaded server). It reads job orders from its pipe, runs the
 backend, and sends JSON messages back (``log``, ``interim``, ``metric``, then exactly
 one of ``done``, ``error`` or ``cancelled``). Messages are JSON bytes, never pickles.
