@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jobledger.errors import (
     AuthenticationError,
     CacheCorruptionError,
+    CodecError,
     ConfigError,
     JobCancelledError,
     JobFailureError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "CacheCorruptionError",
+    "CodecError",
     "ConfigError",
     "Connection",
     "Job",

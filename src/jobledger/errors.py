@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CacheCorruptionError",
+    "CodecError",
     "ConfigError",
     "JobCancelledError",
     "JobFailureError",
@@ -93,3 +94,8 @@ class OfflineError(JobledgerError, ConnectionError):
 
 class CacheCorruptionError(JobledgerError):
     """Bytes in the local store do not match the digest recorded for them."""
+
+
+class CodecError(JobledgerError, ValueError):
+    """Bytes cannot be decoded: an unknown media type, malformed bytes, or an SDK
+    that is not installed (the message names the extra to install)."""

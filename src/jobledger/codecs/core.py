@@ -1,7 +1,6 @@
-"""Safe encoding of batches and results: JSON, raw bytes and NumPy ``.npy``.
+"""The core codecs: JSON, raw bytes and NumPy ``.npy``.
 
-This is the one place where values become bytes and bytes become values. Nothing is
-ever unpickled: JSON is parsed by :mod:`json`, ``.npy`` files are read with
+Nothing is ever unpickled: JSON is parsed by :mod:`json`, ``.npy`` files are read with
 ``allow_pickle=False`` (object arrays are refused), and raw bytes stay bytes. NumPy is
 optional and imported only when an array is encoded or an ``.npy`` payload decoded.
 """
@@ -11,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
+
+from jobledger.errors import CodecError
 
 __all__ = [
     "BYTES",
@@ -53,20 +54,20 @@ def encode(value: Any) -> tuple[bytes, str]:
 def decode(data: bytes, media_type: str) -> Any:
     """Decode *data* of *media_type* into a fresh Python value.
 
-    :raises ValueError: when the media type is unknown or the bytes are malformed.
+    :raises CodecError: when the media type is not a core one or the bytes are malformed.
     """
     base = media_type.split(";", 1)[0].strip().lower()
     if base == JSON:
         try:
             return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"malformed JSON payload: {exc}") from None
+            raise CodecError(f"malformed JSON payload: {exc}") from None
     if base == BYTES:
         return bytes(data)
     if base == NPY:
         return _decode_npy(data)
     known = ", ".join(MEDIA_TYPES)
-    raise ValueError(f"unsupported media type {media_type!r}; jobledger reads {known}")
+    raise CodecError(f"unsupported media type {media_type!r}; jobledger reads {known}")
 
 
 def _encode_npy(array: Any) -> bytes:
@@ -86,10 +87,10 @@ def _decode_npy(data: bytes) -> Any:
     try:
         import numpy as np
     except ImportError:
-        raise ValueError(
+        raise CodecError(
             "this payload is a NumPy array (.npy); install numpy to read it"
         ) from None
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
-        raise ValueError(f"malformed or unsafe .npy payload: {exc}") from None
+        raise CodecError(f"malformed or unsafe .npy payload: {exc}") from None
