@@ -30,7 +30,7 @@ from jobledger import (
     OfflineError,
     ResultNotReadyError,
 )
-from jobledger.connection import Connection
+from jobledger.client.connection import Connection
 
 pytestmark = pytest.mark.usefixtures("jobledger_home")
 

@@ -15,7 +15,8 @@ HEAVY = ("requests", "urllib3", "sqlite_utils", "click", "starlette", "uvicorn",
     [
         "import jobledger",
         "import jobledger.jobs",
-        "import jobledger.jobs, jobledger.job, jobledger.store, jobledger.connection",
+        "import jobledger.jobs, jobledger.client.job, jobledger.store",
+        "import jobledger.client.connection",
         "import jobledger.service.local",
     ],
 )

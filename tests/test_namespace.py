@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import jobledger
-from jobledger.connection import Connection
+from jobledger.client.connection import Connection
 
 NO_NETWORK = """
 import socket, sys
@@ -167,10 +167,11 @@ def test_get_for_any_name_and_ambiguous_ids(recorded: tuple[Path, str, Any]) -> 
         import jobledger.jobs as jobs
         from jobledger.registry import Registry, BlobRef
         from jobledger.paths import get_paths
+        from jobledger.providers import RemoteJob
+        from jobledger.status import JobStatus
         print(jobs.get("calibration_run").job_id == {job_id!r})
         registry = Registry(get_paths().registry)
-        registry.apply_infos("other-service", [{{"id": {job_id!r}, "backend": {{"name": "echo"}},
-                                                "status": "DONE"}}])
+        registry.apply_infos("other-service", [RemoteJob({job_id!r}, JobStatus.DONE, "echo")])
         try:
             jobs.get({job_id!r})
         except KeyError as exc:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from jobledger.errors import RegistryError
-from jobledger.registry import SCHEMA_VERSION, BlobRef, Registry, _migration_1
+from jobledger.providers import RemoteJob
+from jobledger.registry import SCHEMA_VERSION, BlobRef, Registry
+from jobledger.registry.schema import migration_1
 from jobledger.status import JobStatus
 
 BATCH = BlobRef("a" * 64, 2, "application/json")
@@ -32,7 +34,7 @@ def record(registry: Registry, n: int, **kwargs: object) -> int:
     }
     values.update(kwargs)
     pk = registry.record_submission(**values)  # type: ignore[arg-type]
-    registry.acknowledge(pk, {"id": f"J{n:018d}", "status": "QUEUED"})
+    registry.acknowledge(pk, RemoteJob(f"J{n:018d}", JobStatus.QUEUED))
     return pk
 
 
@@ -52,7 +54,7 @@ def test_new_registry_is_wal_at_current_schema(tmp_path: Path) -> None:
 def test_older_registry_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    _migration_1(conn)
+    migration_1(conn)
     conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     conn.execute(
         "INSERT INTO jobs (job_id, service, idempotency_key, backend, status, created_at, tags,"
@@ -95,7 +97,7 @@ def test_filters(tmp_path: Path) -> None:
     a = record(registry, 1, tags=["x", "y"], backend="echo")
     b = record(registry, 2, tags=["x"], backend="sleep", session_id="s1")
     record(registry, 3, tags=["y"], backend="echo")
-    registry.apply_infos("S", [{"id": "J000000000000000002", "status": "DONE"}])
+    registry.apply_infos("S", [RemoteJob("J000000000000000002", JobStatus.DONE)])
     ids = lambda rows: [r.pk for r in rows]  # noqa: E731
     assert ids(registry.query(tags=["x"])) == [b, a]
     assert ids(registry.query(tags=["x", "y"])) == [a]

@@ -29,8 +29,8 @@ from jobledger.errors import (
 from jobledger.status import JobInfo, JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
-    from jobledger.job import Job
+    from jobledger.client.connection import Connection
+    from jobledger.client.job import Job
 
 __version__ = "0.1.0"
 
@@ -78,18 +78,18 @@ def connect(
     :param verify: verify TLS certificates (default true).
     :raises ConfigError: when the configuration is invalid.
     """
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
 
     return Connection.open(url=url, token=token, profile=profile, offline=offline, verify=verify)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Connection":
-        from jobledger.connection import Connection
+        from jobledger.client.connection import Connection
 
         return Connection
     if name == "Job":
-        from jobledger.job import Job
+        from jobledger.client.job import Job
 
         return Job
     raise AttributeError(f"module 'jobledger' has no attribute {name!r}")

@@ -16,10 +16,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import JobNotFoundError
+from jobledger.names import ambiguous_message, describe_unknown
 from jobledger.paths import get_paths
 
 if TYPE_CHECKING:
-    from jobledger.job import Job
+    from jobledger.client.job import Job
     from jobledger.registry import Registry
     from jobledger.store import Store
 
@@ -56,7 +57,7 @@ def get(name: str, service: str | None = None) -> Job:
     :param service: the service id, when the same job id is recorded for two services.
     :raises JobNotFoundError: for an unknown name (with close matches) or an ambiguous one.
     """
-    from jobledger.job import Job
+    from jobledger.client.job import Job
 
     if not isinstance(name, str) or not name:
         raise TypeError(f"a job id or alias must be a non-empty string, not {name!r}")
@@ -65,22 +66,8 @@ def get(name: str, service: str | None = None) -> Job:
     if len(records) == 1:
         return Job(records[0], registry=registry, store=store)
     if records:
-        from jobledger.connection import _ambiguous
-
-        raise JobNotFoundError(_ambiguous(name, records, registry))
+        raise JobNotFoundError(ambiguous_message(name, records, registry))
     raise JobNotFoundError(describe_unknown(name, registry))
-
-
-def describe_unknown(name: str, registry: Registry) -> str:
-    """The message for a name the registry does not know, with close matches."""
-    where = registry.path if registry.exists() else f"{registry.path} (not created yet)"
-    import difflib
-
-    message = f"no job or alias named {name!r} in the registry {where}"
-    matches = difflib.get_close_matches(name, registry.near_names(name), n=3, cutoff=0.6)
-    if matches:
-        message += "; did you mean " + ", ".join(matches) + "?"
-    return message + " (list recorded jobs with `jobledger ls`)"
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ from jobledger.errors import JobledgerError
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
     from jobledger.store import Store
 
 __all__ = ["cache"]
@@ -149,9 +149,9 @@ def _old_results(conn: Connection, days: float) -> tuple[set[str], list[str]]:
     if not candidates:
         return set(), []
     wanted = [r.job_id for r in candidates if r.job_id]
-    found, _missing = conn.call(lambda t: t.statuses(wanted))
+    found = conn.call(lambda p: p.statuses(wanted)).found
     conn.registry.apply_infos(service, found)
-    confirmed = {i["id"] for i in found if i.get("status") == JobStatus.DONE.value}
+    confirmed = {i.id for i in found if i.status is JobStatus.DONE}
     chosen = [r for r in candidates if r.job_id in confirmed]
     digests = {r.result.sha256 for r in chosen if r.result}
     # A digest shared with anything else (a batch, a job the service deleted) stays.

@@ -1,11 +1,12 @@
 """Helpers shared by the ``jobledger`` commands: connecting, finding a job, job dicts.
 
-:func:`open_connection` opens (and always closes) a :class:`~jobledger.connection.Connection`
-through :func:`jobledger.connect`; :func:`find_job` resolves an id or alias and raises
-with suggestions when nothing matches; :func:`job_dict` and :func:`record_dict` build
-the JSON shape of a job documented in ``docs/cli.md``; :func:`wait_for` and
-:func:`spinning` show progress on a terminal only. Nothing heavy is imported here at
-import time: the registry, store and network stack load when a command runs.
+:func:`open_connection` opens (and always closes) a
+:class:`~jobledger.client.connection.Connection` through :func:`jobledger.connect`;
+:func:`find_job` resolves an id or alias and raises with suggestions when nothing
+matches; :func:`job_dict` and :func:`record_dict` build the JSON shape of a job
+documented in ``docs/cli.md``; :func:`wait_for` and :func:`spinning` show progress on a
+terminal only. Nothing heavy is imported here at import time: the registry, store and
+network stack load when a command runs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from jobledger.cli.output import Progress, job_fields, wait_with_progress
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
-    from jobledger.job import Job
+    from jobledger.client.connection import Connection
+    from jobledger.client.job import Job
     from jobledger.registry import JobRecord
     from jobledger.store import Store
 
@@ -64,7 +65,7 @@ def find_job(conn: Connection, name: str) -> Job:
             asked = f"; the service at {conn.url} does not know it either"
         except OfflineError as exc:
             asked = f"; the service could not be asked ({exc})"
-    from jobledger.jobs import describe_unknown
+    from jobledger.names import describe_unknown
 
     message = describe_unknown(name, conn.registry)
     hint = " (list recorded jobs with `jobledger ls`)"

@@ -20,7 +20,7 @@ from jobledger.cli.output import duration, echo_json, format_table, relative_tim
 from jobledger.status import JobStatus, parse_status
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
     from jobledger.registry import JobRecord
 
 __all__ = ["ls", "sync"]
@@ -61,7 +61,7 @@ def _refresh_open(conn: Connection, records: list[JobRecord]) -> list[JobRecord]
         ]
         if not wanted:
             return records
-        found, _missing = conn.call(lambda t: t.statuses(wanted))
+        found = conn.call(lambda p: p.statuses(wanted)).found
         conn.registry.apply_infos(service, found)
     except OfflineError as exc:
         note(f"note: statuses as last recorded ({exc})")

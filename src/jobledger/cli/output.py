@@ -23,7 +23,7 @@ import click
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.job import Job
+    from jobledger.client.job import Job
 
 __all__ = [
     "Progress",

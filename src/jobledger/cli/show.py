@@ -31,8 +31,8 @@ from jobledger.cli.output import (
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
-    from jobledger.job import Job
+    from jobledger.client.connection import Connection
+    from jobledger.client.job import Job
 
 __all__ = ["result", "show"]
 

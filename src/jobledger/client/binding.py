@@ -1,25 +1,36 @@
-"""Shared connections for job handles that were not made by a connection.
+"""The binding of a connection to its service, and the shared connections of handles.
 
-A handle imported from :mod:`jobledger.jobs` knows only the service its job was
-recorded for; :func:`connection_for` gives it one :class:`~jobledger.connection.Connection`
-per service, shared by every such handle and built on first use: the embedded
-service is found (or started) again, a remote one is reached at its recorded URL.
-Re-exported by :mod:`jobledger.connection`.
+:class:`Binding` pairs the :class:`~jobledger.providers.base.Provider` a connection talks
+through with the :class:`~jobledger.registry.ServiceRecord` it records jobs under. A
+handle imported from :mod:`jobledger.jobs` knows only the service its job was recorded
+for; :func:`connection_for` gives it one
+:class:`~jobledger.client.connection.Connection` per service, shared by every such
+handle and built on first use: the embedded service is found (or started) again, a
+remote one is reached at its recorded URL.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from jobledger.paths import get_paths
-from jobledger.registry import Registry
+from jobledger.registry import Registry, ServiceRecord
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
+    from jobledger.providers.base import Provider
 
-__all__ = ["connection_for"]
+__all__ = ["Binding", "connection_for"]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A connection's provider and the service record its jobs are recorded under."""
+
+    provider: Provider
+    service: ServiceRecord
 
 
 _connections: dict[str | None, Connection] = {}
@@ -35,10 +46,10 @@ def connection_for(service_id: str | None, registry: Registry | None = None) -> 
     """
     with _connections_lock:
         existing = _connections.get(service_id)
-        if existing is not None and not existing._closed:
+        if existing is not None and not existing.closed:
             return existing
+        from jobledger.client.connection import Connection
         from jobledger.config import resolve
-        from jobledger.connection import Connection  # lazily: it re-exports this module
 
         paths = get_paths()
         record = (registry or Registry(paths.registry, readonly=True)).service(service_id or "")

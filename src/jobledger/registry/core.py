@@ -2,10 +2,10 @@
 
 :class:`Registry` records submissions and the service's answers and answers queries;
 the file handling (per-thread connections, retried ``BEGIN IMMEDIATE`` writes) is in
-:mod:`jobledger.registry_file`, the schema and migrations in
-:mod:`jobledger.registry_schema`, the record classes and date helpers in
-:mod:`jobledger.registry_records` (all re-exported here), and the statements shared by
-write transactions in :mod:`jobledger.registry_writes`. Queries use :mod:`sqlite3`
+:mod:`jobledger.registry.file`, the schema and migrations in
+:mod:`jobledger.registry.schema`, the record classes and date helpers in
+:mod:`jobledger.registry.records` (re-exported by the package), and the statements shared by
+write transactions in :mod:`jobledger.registry.writes`. Queries use :mod:`sqlite3`
 directly so that the read path (``from jobledger.jobs import X``) stays light. The
 schema is documented in ``docs/registry.md``.
 """
@@ -16,31 +16,27 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import RegistryError
-from jobledger.registry_file import RegistryFile
-from jobledger.registry_records import BlobRef as BlobRef
-from jobledger.registry_records import JobRecord as JobRecord
-from jobledger.registry_records import ServiceRecord as ServiceRecord
-from jobledger.registry_records import _dumps, _record
-from jobledger.registry_records import now_iso as now_iso
-from jobledger.registry_records import parse_date as parse_date
-from jobledger.registry_records import to_iso as to_iso
-from jobledger.registry_schema import SCHEMA_VERSION as SCHEMA_VERSION
-from jobledger.registry_schema import _migration_1 as _migration_1
-from jobledger.registry_writes import (
-    _apply_info,
-    _check_alias_free,
-    _event,
-    _insert_synced,
-    _set_tags,
+from jobledger.registry import writes
+from jobledger.registry.file import RegistryFile
+from jobledger.registry.records import (
+    BlobRef,
+    JobRecord,
+    ServiceRecord,
+    dumps,
+    now_iso,
+    parse_date,
+    record_from_row,
+    to_iso,
 )
 from jobledger.status import JobStatus
 
-# The ``X as X`` imports above keep the names other code imports from this module
-# importable here, also for type checkers.
-__all__ = ["SCHEMA_VERSION", "BlobRef", "JobRecord", "Registry", "ServiceRecord"]
+if TYPE_CHECKING:
+    from jobledger.providers.base import RemoteJob
+
+__all__ = ["Registry"]
 
 
 class Registry(RegistryFile):
@@ -101,10 +97,10 @@ class Registry(RegistryFile):
 
         def work(conn: sqlite3.Connection) -> int:
             if alias is not None:
-                _check_alias_free(conn, alias, None)
+                writes.check_alias_free(conn, alias, None)
             conn.execute(
                 "INSERT OR IGNORE INTO provenance (digest, record, first_seen) VALUES (?, ?, ?)",
-                (provenance_digest, _dumps(provenance), now),
+                (provenance_digest, dumps(provenance), now),
             )
             cursor = conn.execute(
                 "INSERT INTO jobs (service, idempotency_key, alias, backend, status, created_at,"
@@ -117,9 +113,9 @@ class Registry(RegistryFile):
                     backend,
                     JobStatus.INITIALIZING.value,
                     now,
-                    _dumps(list(tags)),
+                    dumps(list(tags)),
                     session_id,
-                    _dumps(params),
+                    dumps(params),
                     batch.sha256,
                     batch.size,
                     batch.media_type,
@@ -128,21 +124,21 @@ class Registry(RegistryFile):
                 ),
             )
             pk = int(cursor.lastrowid or 0)
-            _set_tags(conn, pk, (), tags, now)
-            _event(conn, pk, "submitted", backend, now)
+            writes.set_tags(conn, pk, (), tags, now)
+            writes.add_event(conn, pk, "submitted", backend, now)
             return pk
 
         return self.write(work, durable=True)
 
-    def acknowledge(self, pk: int, info: dict[str, Any]) -> JobRecord:
+    def acknowledge(self, pk: int, info: RemoteJob) -> JobRecord:
         """Record the service's answer to a submission (its id, dates, status)."""
 
         def work(conn: sqlite3.Connection) -> None:
             # created_at stays the client's recording time: job_tags rows carry it too.
             conn.execute(
-                "UPDATE jobs SET job_id = ?, submit_state = 'sent' WHERE pk = ?", (info["id"], pk)
+                "UPDATE jobs SET job_id = ?, submit_state = 'sent' WHERE pk = ?", (info.id, pk)
             )
-            _apply_info(conn, pk, info)
+            writes.apply_info(conn, pk, info)
 
         self.write(work)
         return self.get(pk)
@@ -157,10 +153,11 @@ class Registry(RegistryFile):
 
         self.write(work)
 
-    def apply_infos(self, service: str, infos: Iterable[dict[str, Any]]) -> int:
+    def apply_infos(self, service: str, infos: Iterable[RemoteJob]) -> int:
         """Update (or, for jobs not recorded yet, insert) jobs from service answers.
 
-        Accepts full info objects and the short entries of the batch status call.
+        Accepts full descriptions and the short entries of a status round (which
+        carry no backend, so they never insert a job).
         Returns how many jobs were new to the registry.
         """
         items = list(infos)
@@ -171,16 +168,16 @@ class Registry(RegistryFile):
             new = 0
             for info in items:
                 row = conn.execute(
-                    "SELECT pk FROM jobs WHERE job_id = ? AND service = ?", (info["id"], service)
+                    "SELECT pk FROM jobs WHERE job_id = ? AND service = ?", (info.id, service)
                 ).fetchone()
                 if row is None:
-                    if "backend" not in info:
+                    if info.backend is None:
                         continue
-                    pk = _insert_synced(conn, service, info)
+                    pk = writes.insert_synced(conn, service, info)
                     new += 1
                 else:
                     pk = row[0]
-                _apply_info(conn, pk, info)
+                writes.apply_info(conn, pk, info)
             return new
 
         return self.write(work)
@@ -195,7 +192,7 @@ class Registry(RegistryFile):
                 (ref.sha256, ref.size, ref.media_type, pk),
             )
             if downloaded:
-                _event(conn, pk, "result-downloaded", ref.sha256, now_iso())
+                writes.add_event(conn, pk, "result-downloaded", ref.sha256, now_iso())
 
         self.write(work)
 
@@ -208,7 +205,7 @@ class Registry(RegistryFile):
                 "WHERE pk = ?",
                 (ref.sha256, ref.size, ref.media_type, pk),
             )
-            _event(conn, pk, "batch-downloaded", ref.sha256, now_iso())
+            writes.add_event(conn, pk, "batch-downloaded", ref.sha256, now_iso())
 
         self.write(work)
 
@@ -219,7 +216,7 @@ class Registry(RegistryFile):
             row = conn.execute("SELECT extras FROM jobs WHERE pk = ?", (pk,)).fetchone()
             extras = json.loads(row[0]) if row and row[0] else {}
             extras[key] = sha256
-            conn.execute("UPDATE jobs SET extras = ? WHERE pk = ?", (_dumps(extras), pk))
+            conn.execute("UPDATE jobs SET extras = ? WHERE pk = ?", (dumps(extras), pk))
 
         self.write(work)
 
@@ -228,9 +225,9 @@ class Registry(RegistryFile):
 
         def work(conn: sqlite3.Connection) -> None:
             if alias is not None:
-                _check_alias_free(conn, alias, pk)
+                writes.check_alias_free(conn, alias, pk)
             conn.execute("UPDATE jobs SET alias = ? WHERE pk = ?", (alias, pk))
-            _event(conn, pk, "alias", alias or "", now_iso())
+            writes.add_event(conn, pk, "alias", alias or "", now_iso())
 
         self.write(work, durable=True)
 
@@ -240,15 +237,15 @@ class Registry(RegistryFile):
         def work(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT tags, created_at FROM jobs WHERE pk = ?", (pk,)).fetchone()
             old = json.loads(row[0] or "[]")
-            conn.execute("UPDATE jobs SET tags = ? WHERE pk = ?", (_dumps(list(tags)), pk))
-            _set_tags(conn, pk, old, tags, row[1])
-            _event(conn, pk, "tags", _dumps(list(tags)), now_iso())
+            conn.execute("UPDATE jobs SET tags = ? WHERE pk = ?", (dumps(list(tags)), pk))
+            writes.set_tags(conn, pk, old, tags, row[1])
+            writes.add_event(conn, pk, "tags", dumps(list(tags)), now_iso())
 
         self.write(work, durable=True)
 
     def add_event(self, pk: int, kind: str, detail: str = "") -> None:
         """Append an event to the job's log."""
-        self.write(lambda conn: _event(conn, pk, kind, detail, now_iso()))
+        self.write(lambda conn: writes.add_event(conn, pk, kind, detail, now_iso()))
 
     # -- reading ----------------------------------------------------------------
 
@@ -257,7 +254,7 @@ class Registry(RegistryFile):
         rows = self.read("SELECT * FROM jobs WHERE pk = ?", (pk,))
         if not rows:
             raise RegistryError(f"no job #{pk} in the registry {self.path}")
-        return _record(rows[0])
+        return record_from_row(rows[0])
 
     def find(self, name: str, service: str | None = None) -> list[JobRecord]:
         """Jobs whose id or alias is *name* (several when an id exists on two services)."""
@@ -269,7 +266,7 @@ class Registry(RegistryFile):
         rows = self.read(sql, params)
         if not rows:
             rows = self.read("SELECT * FROM jobs WHERE alias = ?", (name,))
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def names(self) -> list[str]:
         """Every job id and alias, sorted."""
@@ -358,7 +355,7 @@ class Registry(RegistryFile):
         sql += "DESC" if descending else "ASC"
         sql += " LIMIT ? OFFSET ?"
         params.extend([-1 if limit is None else limit, skip])
-        return [_record(r) for r in self.read(sql, params)]
+        return [record_from_row(r) for r in self.read(sql, params)]
 
     def count(self) -> int:
         """How many jobs are recorded."""

@@ -3,26 +3,24 @@
 :func:`resolve_pending` re-sends submissions whose answer was lost, with their
 original idempotency keys (so none is duplicated); :func:`remote_jobs` lists jobs on
 the service and records them; :func:`sync` does both for every job and refreshes
-non-final statuses with batch calls. :class:`~jobledger.connection.Connection` calls
-these (``Connection.sync``, ``jobs(remote=True)``, and on binding);
-:class:`SyncReport` is re-exported by :mod:`jobledger.connection`.
+non-final statuses with batch calls. :class:`~jobledger.client.connection.Connection`
+calls these (``Connection.sync``, ``jobs(remote=True)``, and on binding).
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobledger.errors import OfflineError, ServiceError
-from jobledger.registry import to_iso
+from jobledger.providers.base import JobQuery, RemoteJob, Submission
 from jobledger.status import FINAL_STATES, JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection, _Binding
-    from jobledger.job import Job
-    from jobledger.transport import Transport
+    from jobledger.client.binding import Binding
+    from jobledger.client.connection import Connection
+    from jobledger.client.job import Job
+    from jobledger.providers.base import Provider
 
 __all__ = ["SyncReport", "remote_jobs", "resolve_pending", "sync"]
 
@@ -38,7 +36,7 @@ class SyncReport:
     errors: tuple[str, ...] = field(default_factory=tuple)
 
 
-def resolve_pending(conn: Connection, binding: _Binding) -> int:
+def resolve_pending(conn: Connection, binding: Binding) -> int:
     """Re-send submissions whose answer never arrived, with their original keys."""
     pending = conn.registry.query(limit=None, pending_submission=True, service=binding.service.id)
     resolved = 0
@@ -46,19 +44,17 @@ def resolve_pending(conn: Connection, binding: _Binding) -> int:
         if record.batch is None or not conn.store.has(record.batch.sha256):
             continue
         data = conn.store.get_bytes(record.batch.sha256, what=f"batch of {record.name}")
-        body = {
-            "backend": record.backend,
-            "batch": {
-                "media_type": record.batch.media_type,
-                "data": base64.b64encode(data).decode("ascii"),
-                "sha256": record.batch.sha256,
-            },
-            "params": record.params,
-            "tags": list(record.tags),
-            "session_id": record.session_id,
-        }
+        submission = Submission(
+            record.backend,
+            data,
+            record.batch.media_type,
+            record.batch.sha256,
+            dict(record.params),
+            record.tags,
+            record.session_id,
+        )
         try:
-            info = binding.transport.submit(body, idempotency_key=record.idempotency_key)
+            info = binding.provider.submit(submission, idempotency_key=record.idempotency_key)
         except ServiceError as exc:
             if exc.status_code is not None and 400 <= exc.status_code < 500:
                 conn.registry.forget_submission(record.pk)
@@ -70,40 +66,15 @@ def resolve_pending(conn: Connection, binding: _Binding) -> int:
     return resolved
 
 
-def remote_jobs(
-    conn: Connection,
-    limit: int | None,
-    skip: int,
-    backend: str | None,
-    statuses: list[JobStatus],
-    tags: list[str],
-    after: datetime | None,
-    before: datetime | None,
-    descending: bool,
-    session_id: str | None,
-) -> list[Job]:
+def remote_jobs(conn: Connection, query: JobQuery, *, limit: int | None, skip: int) -> list[Job]:
     """Jobs listed by the service (recorded on the way), for ``Connection.jobs(remote=True)``."""
-    from jobledger.job import Job
+    from jobledger.client.job import Job
 
-    query: dict[str, Any] = {"order": "desc" if descending else "asc"}
-    if backend:
-        query["backend"] = backend
-    if statuses:
-        query["status"] = [s.value for s in statuses]
-    if tags:
-        query["tag"] = tags
-    if after:
-        query["created_after"] = to_iso(after)
-    if before:
-        query["created_before"] = to_iso(before)
-    if session_id:
-        query["session_id"] = session_id
     wanted = None if limit is None else skip + limit
-    query["limit"] = min(1000, wanted or 1000)
-    infos: list[dict[str, Any]] = []
+    infos: list[RemoteJob] = []
 
-    def fetch(transport: Transport) -> None:
-        for info in transport.list_jobs(query):
+    def fetch(provider: Provider) -> None:
+        for info in provider.list_jobs(query):
             infos.append(info)
             if wanted is not None and len(infos) >= wanted:
                 return
@@ -114,35 +85,38 @@ def remote_jobs(
     conn.registry.apply_infos(service, infos)
     out = []
     for info in infos:
-        found = conn.registry.find(info["id"], service)
+        found = conn.registry.find(info.id, service)
         if found:
             out.append(Job(found[0], conn))
     return out
 
 
-def sync(conn: Connection, *, fetch_results: bool = False) -> SyncReport:
+def sync(conn: Connection, *, fetch_results: bool = False, resolved_before: int = 0) -> SyncReport:
     """Bring the registry up to date with the service.
 
     Resolves pending submissions, records jobs that exist on the service but not
     here, refreshes every non-final status with batch calls, and with
     ``fetch_results=True`` downloads every finished result not yet stored.
+
+    :param resolved_before: pending submissions already resolved when the connection
+        was bound, counted in the report.
     """
-    from jobledger.job import Job
+    from jobledger.client.job import Job
 
     binding = conn.bind()
     service = binding.service.id
-    resolved = resolve_pending(conn, binding) + conn._resolved_on_bind
-    conn._resolved_on_bind = 0
+    resolved = resolve_pending(conn, binding) + resolved_before
     before = conn.registry.count()
-    infos: list[dict[str, Any]] = []
-    conn.call(lambda t: infos.extend(t.list_jobs({"limit": 1000, "order": "asc"})))
+    infos: list[RemoteJob] = []
+    listing = JobQuery(descending=False)
+    conn.call(lambda p: infos.extend(p.list_jobs(listing)))
     conn.registry.apply_infos(service, infos)
     new = conn.registry.count() - before
     open_jobs = conn.registry.query(
         limit=None, service=service, statuses=[s for s in JobStatus if s not in FINAL_STATES]
     )
     ids = [r.job_id for r in open_jobs if r.job_id]
-    found, _missing = conn.call(lambda t: t.statuses(ids))
+    found = conn.call(lambda p: p.statuses(ids)).found
     conn.registry.apply_infos(service, found)
     fetched = 0
     errors: list[str] = []

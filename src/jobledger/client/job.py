@@ -3,7 +3,7 @@
 Building a handle, ``repr()``, ``_repr_html_`` and attribute probes do no I/O: they
 read the snapshot of the registry row the handle was built from. Reads go registry →
 store → (only when missing) the service; a final status is never fetched again. The
-thread behind :meth:`Job.stream_results` is in :mod:`jobledger.streaming`.
+thread behind :meth:`Job.stream_results` is in :mod:`.streaming`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobledger import codecs
+from jobledger.client.streaming import EventStream, reporting
 from jobledger.errors import (
     CacheCorruptionError,
     JobCancelledError,
@@ -26,10 +27,10 @@ from jobledger.errors import (
 )
 from jobledger.registry import BlobRef, JobRecord, Registry
 from jobledger.status import JobInfo, JobStatus
-from jobledger.streaming import _reporting, _Stream
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
+    from jobledger.providers.base import Provider
     from jobledger.store import Store
 
 __all__ = ["Job", "JobId"]
@@ -68,14 +69,14 @@ class Job:
         self._registry = registry if registry is not None else connection.registry  # type: ignore[union-attr]
         self._store_obj = store
         self._checked_at = 0.0
-        self._stream: _Stream | None = None
+        self._stream: EventStream | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
     @property
     def _conn(self) -> Connection:
         if self._connection is None:
-            from jobledger.connection import connection_for
+            from jobledger.client.binding import connection_for
 
             self._connection = connection_for(self._record.service, self._registry)
         return self._connection
@@ -122,7 +123,7 @@ class Job:
 
     @alias.setter
     def alias(self, value: str | None) -> None:
-        from jobledger.validation import check_alias
+        from jobledger.names import check_alias
 
         if value is not None:
             check_alias(value)
@@ -136,9 +137,9 @@ class Job:
 
     def update_tags(self, new_tags: Sequence[str]) -> None:
         """Replace the job's tags (in the local registry)."""
-        from jobledger.validation import _check_tags
+        from jobledger.client.checks import check_tags
 
-        self._conn.registry.set_tags(self._record.pk, _check_tags(new_tags))
+        self._conn.registry.set_tags(self._record.pk, check_tags(new_tags))
         self._reload()
 
     @property
@@ -202,7 +203,7 @@ class Job:
         """Ask the service for the job's info now (the one explicit status read)."""
         job_id = self._require_id()
         conn = self._conn
-        info = conn.call(lambda t: t.info(job_id))
+        info = conn.call(lambda p: p.info(job_id))
         conn.registry.apply_infos(conn.service_id, [info])
         self._checked_at = time.monotonic()
         self._reload()
@@ -398,12 +399,12 @@ class Job:
             ) from exc
         assert job_id is not None
 
-        def download(transport: Any) -> BlobRef:
-            with transport.download(job_id, part) as payload:
+        def download(provider: Provider) -> BlobRef:
+            with provider.download(job_id, part) as payload:
                 expected = payload.sha256 or (known.sha256 if known else None)
                 chunks = payload.chunks
                 if progress is not None:
-                    chunks = _reporting(chunks, payload.size, progress)
+                    chunks = reporting(chunks, payload.size, progress)
                 digest, size = self._store.put_stream(
                     chunks, expected_sha256=expected, expected_size=payload.size
                 )
@@ -445,14 +446,14 @@ class Job:
     def logs(self) -> str:
         """The job's log lines, as one string."""
         job_id = self._require_id()
-        value: str = self._extra("logs", lambda: self._conn.call(lambda t: t.text(job_id, "logs")))
+        value: str = self._extra("logs", lambda: self._conn.call(lambda p: p.logs(job_id)))
         return value
 
     def metrics(self) -> dict[str, Any]:
         """The job's metrics: values set by the job, usage and timestamps."""
         job_id = self._require_id()
         value: dict[str, Any] = self._extra(
-            "metrics", lambda: self._conn.call(lambda t: t.get(job_id, "metrics"))
+            "metrics", lambda: self._conn.call(lambda p: p.metrics(job_id))
         )
         return value
 
@@ -464,7 +465,7 @@ class Job:
         """The interim results the job published, in order."""
         job_id = self._require_id()
         value: list[Any] = self._extra(
-            "interim", lambda: list(self._conn.call(lambda t: t.get(job_id, "interim"))["interim"])
+            "interim", lambda: self._conn.call(lambda p: p.interim(job_id))
         )
         return value
 
@@ -477,10 +478,10 @@ class Job:
             return False
         job_id = self._require_id()
         conn = self._conn
-        answer = conn.call(lambda t: t.cancel(job_id))
-        conn.registry.add_event(record.pk, "cancel", str(answer.get("status", "")))
+        cancelled = conn.call(lambda p: p.cancel(job_id))
+        conn.registry.add_event(record.pk, "cancel", "cancelled" if cancelled else "refused")
         self.refresh()
-        return bool(answer.get("cancelled"))
+        return cancelled
 
     def delete_files(self) -> bool:
         """Delete the job's files on the service (status becomes DELETED). A result
@@ -492,10 +493,10 @@ class Job:
         if record.status is JobStatus.DONE:
             self.fetch_result()
         conn = self._conn
-        answer = conn.call(lambda t: t.delete_files(job_id))
+        deleted = conn.call(lambda p: p.delete_files(job_id))
         conn.registry.add_event(record.pk, "delete-files", "")
         self.refresh()
-        return bool(answer.get("deleted"))
+        return deleted
 
     # -- streaming ---------------------------------------------------------------
 
@@ -513,7 +514,7 @@ class Job:
         self.cancel_result_streaming()
         job_id = self._require_id()
         self._conn.bind()
-        self._stream = _Stream(self._conn, job_id, callback)
+        self._stream = EventStream(self._conn, job_id, callback)
         self._stream.start()
 
     def cancel_result_streaming(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jobledger.errors import RegistryError
-from jobledger.registry_schema import SCHEMA_VERSION, _migrate, _schema_version
+from jobledger.registry.schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["RegistryFile"]
 
@@ -85,7 +85,7 @@ class RegistryFile:
         self._local = threading.local()
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
-        version = _schema_version(conn)
+        version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise RegistryError(
                 f"the registry {self.path} was made by a newer jobledger (schema "
@@ -93,7 +93,7 @@ class RegistryFile:
                 "`pip install -U jobledger`. The file was not changed."
             )
         if version < SCHEMA_VERSION and not self.readonly:
-            self._retry(lambda: _migrate(conn, self.path))
+            self._retry(lambda: migrate(conn, self.path))
         self._ready = True
 
     def _retry(self, work: Callable[[], T]) -> T:

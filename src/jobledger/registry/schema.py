@@ -1,6 +1,6 @@
 """The registry's schema: its version, the migrations that build it, and their runner.
 
-The version is kept in the ``meta`` table; :func:`_migrate` applies every missing
+The version is kept in the ``meta`` table; :func:`migrate` applies every missing
 migration in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers migrate once.
 Migration 1 creates the tables with sqlite-utils (imported only here, only when a
 file is created) and the indexes every query relies on. The schema is documented in
@@ -21,7 +21,7 @@ __all__ = ["SCHEMA_VERSION"]
 SCHEMA_VERSION = 3
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: sqlite3.Connection) -> int:
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.OperationalError as exc:
@@ -31,11 +31,11 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _schema_version(conn)
+        version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise RegistryError(f"the registry {path} was made by a newer jobledger")
         for target in range(version + 1, SCHEMA_VERSION + 1):
@@ -51,7 +51,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("COMMIT")
 
 
-def _migration_1(conn: sqlite3.Connection) -> None:
+def migration_1(conn: sqlite3.Connection) -> None:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
@@ -112,7 +112,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
-def _migration_2(conn: sqlite3.Connection) -> None:
+def migration_2(conn: sqlite3.Connection) -> None:
     # Version 2 caches logs, interim results and metrics of finished jobs.
     conn.execute("ALTER TABLE jobs ADD COLUMN extras TEXT")
     conn.execute(
@@ -120,7 +120,7 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     )
 
 
-def _migration_3(conn: sqlite3.Connection) -> None:
+def migration_3(conn: sqlite3.Connection) -> None:
     # Version 3 keeps each job's status beside its tags, so that listing by tag and
     # status filters inside the (tag, created_at) index walk, without a jobs lookup.
     conn.execute("ALTER TABLE job_tags ADD COLUMN status TEXT")
@@ -130,7 +130,7 @@ def _migration_3(conn: sqlite3.Connection) -> None:
 
 
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _migration_1,
-    2: _migration_2,
-    3: _migration_3,
+    1: migration_1,
+    2: migration_2,
+    3: migration_3,
 }

@@ -13,14 +13,14 @@ import threading
 import time
 from collections import Counter
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobledger.errors import JobledgerError, JobNotFoundError, JobTimeoutError
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
-    from jobledger.transport import Transport
+    from jobledger.client.connection import Connection
+    from jobledger.providers.base import Provider, StatusBatch
 
 __all__ = ["Poller"]
 
@@ -93,7 +93,7 @@ class Poller:
 
     def _run(self) -> None:
         interval = FIRST_INTERVAL
-        seen: dict[str, str] = {}
+        seen: dict[str, JobStatus] = {}
         while not self._stop.is_set():
             with self._cond:
                 ids = sorted(self._waiting)
@@ -102,7 +102,8 @@ class Poller:
                     return
             changed = False
             try:
-                found, missing = self._conn.call(partial(_statuses, ids=ids))
+                batch = self._conn.call(partial(_statuses, ids=ids))
+                found, missing = batch.found, batch.missing
                 self.requests += (len(ids) + 999) // 1000
                 self._conn.registry.apply_infos(self._conn.service_id, found)
             except JobledgerError as exc:
@@ -117,12 +118,11 @@ class Poller:
                 self._round += 1
                 self._error = None
                 for info in found:
-                    status = info.get("status", "")
-                    if seen.get(info["id"]) != status:
+                    if seen.get(info.id) is not info.status:
                         changed = True
-                        seen[info["id"]] = status
-                    if JobStatus(status).is_final:
-                        self._final.add(info["id"])
+                        seen[info.id] = info.status
+                    if info.status.is_final:
+                        self._final.add(info.id)
                 for job_id in missing:
                     self._failed[job_id] = JobNotFoundError(
                         f"the service no longer knows job {job_id}"
@@ -132,5 +132,5 @@ class Poller:
             self._stop.wait(interval)
 
 
-def _statuses(transport: Transport, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    return transport.statuses(ids)
+def _statuses(provider: Provider, ids: list[str]) -> StatusBatch:
+    return provider.statuses(ids)

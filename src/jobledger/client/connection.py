@@ -3,17 +3,15 @@
 :class:`Connection` is where user calls meet the three layers: it records intent in
 the :class:`~jobledger.registry.Registry`, keeps bytes in the
 :class:`~jobledger.store.Store`, and only then talks to the service through a
-:class:`~jobledger.transport.Transport`, which it creates on the first call that
+:class:`~jobledger.providers.base.Provider`, which it creates on the first call that
 needs the network (so reading what is recorded never starts or reaches anything).
-Argument checks live in :mod:`jobledger.validation`; resolving pending submissions,
-remote listing and ``sync`` in :mod:`jobledger.sync`; :func:`connection_for` (the
-shared connections of handles from :mod:`jobledger.jobs`) in :mod:`jobledger.binding`.
-Their public names are re-exported here.
+Argument checks live in :mod:`.checks`; resolving pending submissions, remote listing
+and ``sync`` in :mod:`.sync`; the binding to a service and the shared connections of
+handles from :mod:`jobledger.jobs` in :mod:`.binding`.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 import uuid
@@ -24,33 +22,24 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobledger import codecs
-from jobledger.binding import connection_for as connection_for
-from jobledger.errors import (
-    JobNotFoundError,
-    OfflineError,
-    ServiceError,
-)
+from jobledger.client.binding import Binding
+from jobledger.client.checks import check_date, check_params, check_statuses, check_tags
+from jobledger.client.sync import SyncReport, remote_jobs, resolve_pending, sync
+from jobledger.errors import JobNotFoundError, OfflineError, ServiceError
+from jobledger.names import ambiguous_message, check_alias, describe_unknown
 from jobledger.paths import Paths, get_paths
+from jobledger.providers.base import JobQuery, Submission
 from jobledger.registry import BlobRef, JobRecord, Registry, ServiceRecord
 from jobledger.status import FINAL_STATES, JobStatus
-from jobledger.sync import SyncReport as SyncReport
-from jobledger.sync import remote_jobs, resolve_pending, sync
-from jobledger.validation import RESERVED_NAMES as RESERVED_NAMES
-from jobledger.validation import _ambiguous as _ambiguous
-from jobledger.validation import _check_params, _date, _statuses
-from jobledger.validation import _check_tags as _check_tags
-from jobledger.validation import check_alias as check_alias
 
 if TYPE_CHECKING:
+    from jobledger.client.job import Job
+    from jobledger.client.poller import Poller
     from jobledger.config import ResolvedConfig
-    from jobledger.job import Job
-    from jobledger.poller import Poller
+    from jobledger.providers.base import Provider
     from jobledger.store import Store
-    from jobledger.transport import Transport
 
-# The ``X as X`` imports above keep the names other code imports from this module
-# importable here, also for type checkers.
-__all__ = ["BackendInfo", "Connection", "SyncReport", "connection_for"]
+__all__ = ["BackendInfo", "Connection", "SyncReport"]
 
 T = TypeVar("T")
 _UNREACHABLE_GRACE = 2.0
@@ -65,12 +54,6 @@ class BackendInfo:
     description: str
 
 
-@dataclass(frozen=True)
-class _Binding:
-    transport: Transport
-    service: ServiceRecord
-
-
 class Connection:
     """The registry, the store and (when needed) one job service.
 
@@ -81,11 +64,16 @@ class Connection:
     def __init__(self, config: ResolvedConfig, paths: Paths | None = None) -> None:
         self.config = config
         self.paths = paths or get_paths()
-        self._binding: _Binding | None = None
+        self._binding: Binding | None = None
         self._bind_lock = threading.RLock()
         self._unreachable: tuple[float, OfflineError] | None = None
         self._closed = False
         self._resolved_on_bind = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     @classmethod
     def open(
@@ -123,7 +111,7 @@ class Connection:
     @cached_property
     def poller(self) -> Poller:
         """The one status poller shared by every handle waiting on this connection."""
-        from jobledger.poller import Poller
+        from jobledger.client.poller import Poller
 
         return Poller(self)
 
@@ -152,7 +140,7 @@ class Connection:
             self.poller.stop()
         with self._bind_lock:
             if self._binding is not None:
-                self._binding.transport.close()
+                self._binding.provider.close()
                 self._binding = None
         if "registry" in self.__dict__:
             self.registry.close()
@@ -165,8 +153,8 @@ class Connection:
 
     # -- the service ------------------------------------------------------------
 
-    def bind(self) -> _Binding:
-        """The transport and service record, connecting (or starting the embedded
+    def bind(self) -> Binding:
+        """The provider and service record, connecting (or starting the embedded
         service) on first use.
 
         :raises OfflineError: in offline mode, or when the service cannot be reached.
@@ -193,42 +181,42 @@ class Connection:
             self._resolved_on_bind += resolve_pending(self, self._binding)
             return self._binding
 
-    def _connect(self) -> _Binding:
-        from jobledger.transport import Transport
+    def _connect(self) -> Binding:
+        from jobledger.providers.jobledger_http import HTTPProvider
 
         if self.config.url is None:
             from jobledger.service.local import ensure_running
 
             local = ensure_running(self.paths)
-            transport = Transport(local.url, local.token, verify=self.config.verify)
+            provider = HTTPProvider(local.url, local.token, verify=self.config.verify)
             service = ServiceRecord(local.service_id, local.url, "local", None)
         else:
-            transport = Transport(self.config.url, self.config.token, verify=self.config.verify)
+            provider = HTTPProvider(self.config.url, self.config.token, verify=self.config.verify)
             try:
-                health = transport.health()
+                health = provider.health()
             except BaseException:
-                transport.close()
+                provider.close()
                 raise
             service = ServiceRecord(
-                str(health["service_id"]), self.config.url, "remote", self.config.profile
+                health.service_id, self.config.url, "remote", self.config.profile
             )
         self.registry.upsert_service(service)
-        return _Binding(transport, service)
+        return Binding(provider, service)
 
-    def call(self, work: Callable[[Transport], T]) -> T:
-        """Run *work* with the transport. When the embedded service went away (or
+    def call(self, work: Callable[[Provider], T]) -> T:
+        """Run *work* with the provider. When the embedded service went away (or
         moved to another port), start or find it again and retry once."""
         binding = self.bind()
         try:
-            return work(binding.transport)
+            return work(binding.provider)
         except OfflineError:
             if binding.service.kind != "local":
                 raise
             with self._bind_lock:
                 if self._binding is binding:
-                    binding.transport.close()
+                    binding.provider.close()
                     self._binding = None
-            return work(self.bind().transport)
+            return work(self.bind().provider)
 
     @property
     def service_id(self) -> str:
@@ -238,8 +226,8 @@ class Connection:
     def backends(self) -> list[BackendInfo]:
         """The backends the service offers."""
         return [
-            BackendInfo(b["name"], str(b.get("version", "")), b.get("description", ""))
-            for b in self.call(lambda t: t.backends())
+            BackendInfo(b.name, b.version, b.description)
+            for b in self.call(lambda p: p.backends())
         ]
 
     # -- submitting -------------------------------------------------------------
@@ -267,8 +255,8 @@ class Connection:
             stays pending and is resolved by the next call or ``sync()``).
         """
         data, media_type = codecs.encode(batch)
-        params = _check_params(params)
-        tag_list = _check_tags(tags)
+        params = check_params(params)
+        tag_list = check_tags(tags)
         if not isinstance(backend, str) or not backend:
             raise TypeError(f"backend must be a non-empty string, not {backend!r}")
         if alias is not None:
@@ -294,25 +282,17 @@ class Connection:
             provenance_digest=provenance_digest(environment),
             idempotency_key=key,
         )
-        body = {
-            "backend": backend,
-            "batch": {
-                "media_type": media_type,
-                "data": base64.b64encode(data).decode("ascii"),
-                "sha256": digest,
-            },
-            "params": params,
-            "tags": tag_list,
-            "session_id": session_id,
-        }
-        record = self._send(pk, body, key)
-        from jobledger.job import Job
+        submission = Submission(
+            backend, data, media_type, digest, params, tuple(tag_list), session_id
+        )
+        record = self._send(pk, submission, key)
+        from jobledger.client.job import Job
 
         return Job(record, self)
 
-    def _send(self, pk: int, body: dict[str, Any], key: str) -> JobRecord:
+    def _send(self, pk: int, submission: Submission, key: str) -> JobRecord:
         try:
-            info = self.call(lambda t: t.submit(body, idempotency_key=key))
+            info = self.call(lambda p: p.submit(submission, idempotency_key=key))
         except OfflineError as exc:
             raise OfflineError(
                 f"{exc}. The submission is recorded (pending #{pk}) and will be resolved "
@@ -332,7 +312,7 @@ class Connection:
 
         :raises JobNotFoundError: when neither the registry nor the service knows it.
         """
-        from jobledger.job import Job
+        from jobledger.client.job import Job
 
         if not isinstance(job_id, str) or not job_id:
             raise TypeError(f"job_id must be a non-empty string, not {job_id!r}")
@@ -342,15 +322,14 @@ class Connection:
         if len(records) == 1:
             return Job(records[0], self)
         if len(records) > 1:
-            raise JobNotFoundError(_ambiguous(job_id, records, self.registry))
+            raise JobNotFoundError(ambiguous_message(job_id, records, self.registry))
         from jobledger.ids import ID_PATTERN
-        from jobledger.jobs import describe_unknown
 
         if self.offline or not ID_PATTERN.match(job_id):
             # Only a well-formed id is worth asking the service about.
             note = " (offline, so the service was not asked)" if self.offline else ""
             raise JobNotFoundError(describe_unknown(job_id, self.registry) + note)
-        info = self.call(lambda t: t.info(job_id))
+        info = self.call(lambda p: p.info(job_id))
         service = self.service_id
         self.registry.apply_infos(service, [info])
         return Job(self.registry.find(job_id, service)[0], self)
@@ -380,13 +359,13 @@ class Connection:
         :param tags: jobs carrying every one of these tags.
         :param remote: ask the service instead (and record what it returns).
         """
-        from jobledger.job import Job
+        from jobledger.client.job import Job
 
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValueError(f"limit must be a non-negative integer or None, not {limit!r}")
         if not isinstance(skip, int) or skip < 0:
             raise ValueError(f"skip must be a non-negative integer, not {skip!r}")
-        statuses = _statuses(status)
+        statuses = check_statuses(status)
         if pending is not None:
             chosen = (
                 [s for s in JobStatus if s not in FINAL_STATES] if pending else list(FINAL_STATES)
@@ -394,22 +373,21 @@ class Connection:
             statuses = [s for s in statuses if s in chosen] if statuses else chosen
             if not statuses:
                 return []
-        tag_list = _check_tags(tags)
-        after = _date(created_after, "created_after")
-        before = _date(created_before, "created_before")
+        tag_list = check_tags(tags)
+        after = check_date(created_after, "created_after")
+        before = check_date(created_before, "created_before")
         if remote:
-            return remote_jobs(
-                self,
-                limit,
-                skip,
-                backend_name,
-                statuses,
-                tag_list,
-                after,
-                before,
-                descending,
-                session_id,
+            query = JobQuery(
+                backend=backend_name,
+                statuses=tuple(statuses),
+                tags=tuple(tag_list),
+                created_after=after,
+                created_before=before,
+                session_id=session_id,
+                descending=descending,
+                page_size=min(1000, (skip + limit) if limit else 1000),
             )
+            return remote_jobs(self, query, limit=limit, skip=skip)
         records = self.registry.query(
             limit=limit,
             skip=skip,
@@ -434,4 +412,6 @@ class Connection:
         here, refreshes every non-final status with batch calls, and with
         ``fetch_results=True`` downloads every finished result not yet stored.
         """
-        return sync(self, fetch_results=fetch_results)
+        self.bind()  # binding resolves pending submissions: count those too
+        resolved, self._resolved_on_bind = self._resolved_on_bind, 0
+        return sync(self, fetch_results=fetch_results, resolved_before=resolved)

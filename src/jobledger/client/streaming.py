@@ -1,10 +1,11 @@
 """Following a job as it runs: interim results from its event stream, download progress.
 
-:class:`_Stream` is the background thread behind :meth:`Job.stream_results
-<jobledger.job.Job.stream_results>`: it follows the service's event stream (resuming
-after the last event seen when the connection drops) and calls the user's callback for
-every interim result until the job ends or the stream is stopped. ``_reporting`` wraps
-a download's chunks to report progress for :meth:`~jobledger.job.Job.fetch_result`.
+:class:`EventStream` is the background thread behind :meth:`Job.stream_results
+<jobledger.client.job.Job.stream_results>`: it follows the service's event stream
+(resuming after the last event seen when the connection drops) and calls the user's
+callback for every interim result until the job ends or the stream is stopped.
+:func:`reporting` wraps a download's chunks to report progress for
+:meth:`~jobledger.client.job.Job.fetch_result`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from jobledger.errors import JobledgerError
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.connection import Connection
+    from jobledger.client.connection import Connection
+
+__all__ = ["EventStream", "reporting"]
 
 
-def _reporting(
+def reporting(
     chunks: Iterator[bytes], total: int | None, progress: Callable[[int, int | None], None]
 ) -> Iterator[bytes]:
     done = 0
@@ -31,7 +34,7 @@ def _reporting(
         yield chunk
 
 
-class _Stream:
+class EventStream:
     """A background thread following a job's event stream for interim results."""
 
     def __init__(
@@ -47,9 +50,11 @@ class _Stream:
         )
 
     def start(self) -> None:
+        """Start following the stream."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop following it (closes the open response, joins the thread)."""
         self._stopped.set()
         response = self._response
         if response is not None:
@@ -64,10 +69,10 @@ class _Stream:
 
     def _run(self) -> None:
         last: int | None = None
-        transport = self._conn.bind().transport
+        provider = self._conn.bind().provider
         while not self._stopped.is_set():
             try:
-                for event in transport.events(
+                for event in provider.events(
                     self._job_id, last_event_id=last, on_response=self._remember
                 ):
                     last = event.id

@@ -1,8 +1,8 @@
 """The registry's records: the frozen data classes a query returns, and their row codec.
 
 :class:`JobRecord`, :class:`ServiceRecord` and :class:`BlobRef` are what crosses the
-registry's boundary; ``_record`` decodes one ``jobs`` row into a :class:`JobRecord` and
-``_dumps`` is the one JSON form the registry writes. Dates are stored as UTC ISO 8601
+registry's boundary; ``record_from_row`` decodes one ``jobs`` row into a :class:`JobRecord` and
+``dumps`` is the one JSON form the registry writes. Dates are stored as UTC ISO 8601
 strings: :func:`now_iso`, :func:`parse_date` and :func:`to_iso` convert to and from it.
 Re-exported by :mod:`jobledger.registry`.
 """
@@ -97,11 +97,11 @@ def to_iso(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
+def record_from_row(row: sqlite3.Row) -> JobRecord:
     keys = row.keys()
 
     def blob(prefix: str) -> BlobRef | None:

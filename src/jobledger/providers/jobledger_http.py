@@ -1,22 +1,25 @@
-"""HTTP transport to a job service: the only module that imports ``requests``.
+"""The protocol-v1 provider: jobledger's own job service over HTTP.
 
-One :class:`Transport` per connection holds one ``requests.Session`` with connect and
-read timeouts. Idempotent calls, and submits carrying an idempotency key, are retried
+One :class:`HTTPProvider` per connection holds one ``requests.Session`` per thread, with
+connect and read timeouts. Idempotent calls, and submits carrying an idempotency key, are retried
 with exponential backoff and jitter. Every ``requests`` error becomes a jobledger
 error naming the URL and what to do: unreachable services raise
 :class:`~jobledger.errors.OfflineError`, error answers the class matching their status.
+The service's JSON becomes the records of :mod:`jobledger.providers.base` here, and
+nowhere else. Only ``providers/`` imports ``requests``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 import requests
 import requests.adapters
@@ -30,10 +33,20 @@ from jobledger.errors import (
     ResultNotReadyError,
     ServiceError,
 )
+from jobledger.providers.base import (
+    Download,
+    Event,
+    JobQuery,
+    RemoteBackend,
+    RemoteBlob,
+    RemoteJob,
+    ServiceHealth,
+    StatusBatch,
+    Submission,
+)
+from jobledger.status import JobStatus
 
-__all__ = ["Download", "Event", "Transport"]
-
-T = TypeVar("T")
+__all__ = ["HTTPProvider", "job_from_wire"]
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
@@ -41,27 +54,8 @@ CHUNK = 1 << 20
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
-@dataclass(frozen=True)
-class Event:
-    """One server-sent event of a job's event stream."""
-
-    id: int
-    kind: str
-    data: dict[str, Any]
-
-
-@dataclass
-class Download:
-    """A payload being downloaded: its announced media type, digest and size."""
-
-    media_type: str
-    sha256: str | None
-    size: int | None
-    chunks: Iterator[bytes]
-
-
-class Transport:
-    """Talks protocol v1 to one job service.
+class HTTPProvider:
+    """Talks protocol v1 to one jobledger job service.
 
     :param url: the service's base URL.
     :param token: the bearer token (never logged, never part of an error message).
@@ -169,56 +163,87 @@ class Transport:
 
     # -- calls ------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ServiceHealth:
         """``GET /v1/health``: protocol, version and the service's stable id."""
-        data: dict[str, Any] = self._json("GET", "/v1/health", retry=False)
+        data = self._json("GET", "/v1/health", retry=False)
         if not isinstance(data, dict) or "service_id" not in data:
             raise ServiceError(f"{self.url} does not look like a jobledger service")
-        return data
+        return ServiceHealth(
+            str(data["service_id"]), str(data.get("protocol", "")), str(data.get("version", ""))
+        )
 
-    def backends(self) -> list[dict[str, Any]]:
+    def backends(self) -> list[RemoteBackend]:
         """``GET /v1/backends``."""
-        return list(self._json("GET", "/v1/backends")["backends"])
+        return [
+            RemoteBackend(b["name"], str(b.get("version", "")), str(b.get("description", "")))
+            for b in self._json("GET", "/v1/backends")["backends"]
+        ]
 
-    def submit(self, body: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+    def submit(self, submission: Submission, *, idempotency_key: str) -> RemoteJob:
         """``POST /v1/jobs``; retried safely thanks to the idempotency key."""
+        body = {
+            "backend": submission.backend,
+            "batch": {
+                "media_type": submission.media_type,
+                "data": base64.b64encode(submission.data).decode("ascii"),
+                "sha256": submission.sha256,
+            },
+            "params": submission.params,
+            "tags": list(submission.tags),
+            "session_id": submission.session_id,
+        }
         data = json.dumps(body, separators=(",", ":"))
         headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
-        result: dict[str, Any] = self._json(
-            "POST", "/v1/jobs", retry=True, data=data, headers=headers
+        return job_from_wire(
+            self._json("POST", "/v1/jobs", retry=True, data=data, headers=headers)
         )
-        return result
 
-    def info(self, job_id: str) -> dict[str, Any]:
+    def info(self, job_id: str) -> RemoteJob:
         """``GET /v1/jobs/{id}``."""
-        result: dict[str, Any] = self._json("GET", f"/v1/jobs/{job_id}")
-        return result
+        return job_from_wire(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def list_jobs(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def list_jobs(self, query: JobQuery) -> Iterator[RemoteJob]:
         """``GET /v1/jobs``, following the cursor through every page."""
-        query = dict(params)
+        params: dict[str, Any] = {
+            "order": "desc" if query.descending else "asc",
+            "limit": query.page_size,
+        }
+        if query.backend:
+            params["backend"] = query.backend
+        if query.statuses:
+            params["status"] = [s.value for s in query.statuses]
+        if query.tags:
+            params["tag"] = list(query.tags)
+        if query.created_after:
+            params["created_after"] = query.created_after.isoformat()
+        if query.created_before:
+            params["created_before"] = query.created_before.isoformat()
+        if query.session_id:
+            params["session_id"] = query.session_id
         while True:
-            page = self._json("GET", "/v1/jobs", params=query)
-            yield from page["jobs"]
+            page = self._json("GET", "/v1/jobs", params=params)
+            for item in page["jobs"]:
+                yield job_from_wire(item)
             cursor = page.get("next_cursor")
             if not cursor:
                 return
-            query["cursor"] = cursor
+            params["cursor"] = cursor
 
-    def statuses(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-        """``POST /v1/jobs/status`` in chunks of 1,000 ids: ``(statuses, not_found)``."""
-        found: list[dict[str, Any]] = []
+    def statuses(self, ids: Sequence[str]) -> StatusBatch:
+        """``POST /v1/jobs/status`` in chunks of 1,000 ids."""
+        found: list[RemoteJob] = []
         missing: list[str] = []
         for start in range(0, len(ids), 1000):
-            page = self._json("POST", "/v1/jobs/status", json={"ids": ids[start : start + 1000]})
-            found.extend(page["jobs"])
+            chunk = list(ids[start : start + 1000])
+            page = self._json("POST", "/v1/jobs/status", json={"ids": chunk})
+            found.extend(job_from_wire(item) for item in page["jobs"])
             missing.extend(page.get("not_found", []))
-        return found, missing
+        return StatusBatch(found, missing)
 
     @contextmanager
-    def download(self, job_id: str, what: str) -> Iterator[Download]:
-        """Stream ``GET /v1/jobs/{id}/{what}`` (``batch`` or ``result``)."""
-        response = self._request("GET", f"/v1/jobs/{job_id}/{what}", retry=True, stream=True)
+    def download(self, job_id: str, part: str) -> Iterator[Download]:
+        """Stream ``GET /v1/jobs/{id}/{part}`` (``batch`` or ``result``)."""
+        response = self._request("GET", f"/v1/jobs/{job_id}/{part}", retry=True, stream=True)
         try:
             length = response.headers.get("Content-Length")
             yield Download(
@@ -230,28 +255,29 @@ class Transport:
         finally:
             response.close()
 
-    def text(self, job_id: str, what: str) -> str:
+    def logs(self, job_id: str) -> str:
         """``GET /v1/jobs/{id}/logs`` as text."""
-        response = self._request("GET", f"/v1/jobs/{job_id}/{what}", retry=True)
+        response = self._request("GET", f"/v1/jobs/{job_id}/logs", retry=True)
         try:
             return response.text
         finally:
             response.close()
 
-    def get(self, job_id: str, what: str) -> dict[str, Any]:
-        """``GET /v1/jobs/{id}/{what}`` for JSON sub-resources (metrics, interim)."""
-        result: dict[str, Any] = self._json("GET", f"/v1/jobs/{job_id}/{what}")
-        return result
+    def metrics(self, job_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}/metrics``."""
+        return dict(self._json("GET", f"/v1/jobs/{job_id}/metrics"))
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def interim(self, job_id: str) -> list[Any]:
+        """``GET /v1/jobs/{id}/interim``: the interim results, in order."""
+        return list(self._json("GET", f"/v1/jobs/{job_id}/interim")["interim"])
+
+    def cancel(self, job_id: str) -> bool:
         """``POST /v1/jobs/{id}/cancel`` (cancelling twice is harmless, so retried)."""
-        result: dict[str, Any] = self._json("POST", f"/v1/jobs/{job_id}/cancel")
-        return result
+        return bool(self._json("POST", f"/v1/jobs/{job_id}/cancel").get("cancelled"))
 
-    def delete_files(self, job_id: str) -> dict[str, Any]:
+    def delete_files(self, job_id: str) -> bool:
         """``DELETE /v1/jobs/{id}/files``."""
-        result: dict[str, Any] = self._json("DELETE", f"/v1/jobs/{job_id}/files")
-        return result
+        return bool(self._json("DELETE", f"/v1/jobs/{job_id}/files").get("deleted"))
 
     def events(
         self,
@@ -285,6 +311,57 @@ class Transport:
             return
         finally:
             response.close()
+
+
+def job_from_wire(data: dict[str, Any]) -> RemoteJob:
+    """A :class:`RemoteJob` from protocol v1's JSON (a full info or a status entry)."""
+    try:
+        backend = data.get("backend")
+        name = version = None
+        if isinstance(backend, dict):
+            name, version = backend.get("name"), backend.get("version")
+        elif isinstance(backend, str):
+            name = backend
+        usage = data.get("usage")
+        tags = data.get("tags")
+        return RemoteJob(
+            id=str(data["id"]),
+            status=JobStatus(data["status"]),
+            backend=name,
+            backend_version=version,
+            created_at=_date(data.get("created_at")),
+            started_at=_date(data.get("started_at")),
+            ended_at=_date(data.get("ended_at")),
+            queue_position=data.get("queue_position"),
+            message=data.get("message"),
+            tags=tuple(tags) if isinstance(tags, list) else (),
+            session_id=data.get("session_id"),
+            params=dict(data.get("params") or {}),
+            usage=dict(usage) if isinstance(usage, dict) else None,
+            batch=_blob(data.get("batch")),
+            result=_blob(data.get("result")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServiceError(
+            f"the service sent a job description jobledger cannot read: {exc}"
+        ) from exc
+
+
+def _date(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value)
+
+
+def _blob(value: object) -> RemoteBlob | None:
+    if not isinstance(value, dict) or not value.get("sha256"):
+        return None
+    size = value.get("size")
+    return RemoteBlob(
+        str(value["sha256"]),
+        size if isinstance(size, int) else None,
+        str(value.get("media_type") or "application/octet-stream"),
+    )
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:

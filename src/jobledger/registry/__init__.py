@@ -1,0 +1,34 @@
+"""The local registry: one SQLite file recording every job, its events and provenance.
+
+:mod:`.file` opens the file (per-thread connections, retried ``BEGIN IMMEDIATE``
+writes), :mod:`.schema` creates and migrates it, :mod:`.records` holds the frozen
+records a query returns and the date helpers, :mod:`.writes` the statements shared by
+write transactions, and :mod:`.core` the :class:`Registry` that records and queries. This
+is the one SQL boundary: nothing outside this folder writes SQL against the registry.
+Modules here import :mod:`jobledger.errors` and :mod:`jobledger.status` only (provider
+records are named for typing), so the offline read path stays light.
+"""
+
+from __future__ import annotations
+
+from jobledger.registry.core import Registry
+from jobledger.registry.records import (
+    BlobRef,
+    JobRecord,
+    ServiceRecord,
+    now_iso,
+    parse_date,
+    to_iso,
+)
+from jobledger.registry.schema import SCHEMA_VERSION
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BlobRef",
+    "JobRecord",
+    "Registry",
+    "ServiceRecord",
+    "now_iso",
+    "parse_date",
+    "to_iso",
+]
