@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from jobledger import __version__
-from jobledger.cli import cache, config, jobs, listing, show
+from jobledger.cli import cache, config, doctor, jobs, listing, show
 from jobledger.errors import JobledgerError
 from jobledger.service.commands import register as register_service_commands
 
@@ -81,6 +81,7 @@ for _command in (
     jobs.alias,
     config.config,
     cache.cache,
+    doctor.doctor,
     demo,
 ):
     cli.add_command(_command)

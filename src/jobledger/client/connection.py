@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from jobledger import codecs
 from jobledger.client.binding import Binding
 from jobledger.client.checks import check_date, check_params, check_statuses, check_tags
-from jobledger.client.sync import SyncReport, remote_jobs, resolve_pending, sync
+from jobledger.client.sync import (
+    Resolution,
+    SyncReport,
+    is_refusal,
+    remote_jobs,
+    resolve_pending,
+    sync,
+)
 from jobledger.errors import JobNotFoundError, OfflineError, ServiceError
 from jobledger.names import ambiguous_message, check_alias, describe_unknown
 from jobledger.paths import Paths, get_paths
@@ -68,7 +75,7 @@ class Connection:
         self._bind_lock = threading.RLock()
         self._unreachable: tuple[float, OfflineError] | None = None
         self._closed = False
-        self._resolved_on_bind = 0
+        self._resolved_on_bind = Resolution()
 
     @property
     def closed(self) -> bool:
@@ -178,7 +185,13 @@ class Connection:
                 self._unreachable = (time.monotonic(), exc)
                 raise
             self._unreachable = None
-            self._resolved_on_bind += resolve_pending(self, self._binding)
+            done = resolve_pending(self, self._binding)
+            before = self._resolved_on_bind
+            self._resolved_on_bind = Resolution(
+                before.resolved + done.resolved,
+                before.refused + done.refused,
+                before.problems + done.problems,
+            )
             return self._binding
 
     def _connect(self) -> Binding:
@@ -299,8 +312,10 @@ class Connection:
                 "without duplication by the next connection or `jobledger sync`"
             ) from exc
         except ServiceError as exc:
-            if exc.status_code is not None and 400 <= exc.status_code < 500:
-                self.registry.forget_submission(pk)
+            # The first send is answered before anything is created when credentials
+            # are refused, so that, like a bad batch, is a definite refusal of this job.
+            if is_refusal(exc) or exc.status_code in (401, 403):
+                self.registry.refuse_submission(pk, exc.message)
             raise
         return self.registry.acknowledge(pk, info)
 
@@ -413,5 +428,5 @@ class Connection:
         ``fetch_results=True`` downloads every finished result not yet stored.
         """
         self.bind()  # binding resolves pending submissions: count those too
-        resolved, self._resolved_on_bind = self._resolved_on_bind, 0
+        resolved, self._resolved_on_bind = self._resolved_on_bind, Resolution()
         return sync(self, fetch_results=fetch_results, resolved_before=resolved)

@@ -95,6 +95,10 @@ class Job:
         record = self._record
         if record.job_id is None:
             record = self._reload()
+        if record.submit_state == "refused":
+            raise JobFailureError(
+                f"job {record.name} was never created: {record.message}", job_id=None
+            )
         if record.job_id is None:
             # A submission whose answer was lost: binding resolves pending rows.
             self._conn.bind()
@@ -419,11 +423,18 @@ class Job:
         return ref
 
     def get_batch(self) -> Any:
-        """The submitted batch, from the store (downloaded once when missing)."""
+        """The submitted batch, from the store (downloaded once when missing, and again
+        when the stored copy is damaged and the service can be reached)."""
         ref = self._fetch("batch")
-        return codecs.decode(
-            self._store.get_bytes(ref.sha256, what=self._what("batch")), ref.media_type
-        )
+        try:
+            data = self._store.get_bytes(ref.sha256, what=self._what("batch"))
+        except CacheCorruptionError:
+            if not self._reachable():
+                raise  # offline: never return bad bytes, and keep them as evidence
+            self._store.delete(ref.sha256)
+            ref = self._fetch("batch")
+            data = self._store.get_bytes(ref.sha256, what=self._what("batch"))
+        return codecs.decode(data, ref.media_type)
 
     @property
     def inputs(self) -> dict[str, Any]:

@@ -159,6 +159,11 @@ class Provider(Protocol):
         """Send a job; sending the same key again never creates a second job."""
         ...
 
+    def find_submission(self, idempotency_key: str) -> RemoteJob | None:
+        """The job an earlier submit with this key created, or ``None`` when the
+        service never received it (used when the batch cannot be sent again)."""
+        ...
+
     def info(self, job_id: str) -> RemoteJob:
         """Everything the service says about one job."""
         ...

@@ -198,6 +198,19 @@ class HTTPProvider:
             self._json("POST", "/v1/jobs", retry=True, data=data, headers=headers)
         )
 
+    def find_submission(self, idempotency_key: str) -> RemoteJob | None:
+        """``POST /v1/jobs`` with the key and a body no service accepts: a service that
+        knows the key answers with the job it created (protocol v1 checks the key before
+        the body); one that does not refuses the body with 422."""
+        headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
+        try:
+            answer = self._json("POST", "/v1/jobs", retry=True, data="{}", headers=headers)
+        except ServiceError as exc:
+            if exc.status_code in (400, 422):
+                return None
+            raise
+        return job_from_wire(answer)
+
     def info(self, job_id: str) -> RemoteJob:
         """``GET /v1/jobs/{id}``."""
         return job_from_wire(self._json("GET", f"/v1/jobs/{job_id}"))

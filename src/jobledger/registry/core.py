@@ -143,15 +143,36 @@ class Registry(RegistryFile):
         self.write(work)
         return self.get(pk)
 
-    def forget_submission(self, pk: int) -> None:
-        """Remove a pending row the service refused (it never became a job)."""
+    def refuse_submission(self, pk: int, reason: str) -> JobRecord:
+        """Mark a pending submission the service definitely refused: it stays recorded
+        (status ERROR, ``submit_state`` ``refused``, the reason as its message) and its
+        alias is released for a new submission (the event log keeps it)."""
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM job_tags WHERE job_pk = ?", (pk,))
-            conn.execute("DELETE FROM events WHERE job_pk = ?", (pk,))
-            conn.execute("DELETE FROM jobs WHERE pk = ? AND submit_state = 'pending'", (pk,))
+            row = conn.execute(
+                "SELECT alias, tags, created_at FROM jobs "
+                "WHERE pk = ? AND submit_state = 'pending'",
+                (pk,),
+            ).fetchone()
+            if row is None:
+                return
+            message = f"refused by the service: {reason}"
+            conn.execute(
+                "UPDATE jobs SET submit_state = 'refused', status = ?, message = ?, alias = NULL,"
+                " ended_at = ? WHERE pk = ?",
+                (JobStatus.ERROR.value, message, now_iso(), pk),
+            )
+            for tag in json.loads(row[1] or "[]"):
+                conn.execute(
+                    "UPDATE job_tags SET status = ? "
+                    "WHERE tag = ? AND created_at = ? AND job_pk = ?",
+                    (JobStatus.ERROR.value, tag, row[2], pk),
+                )
+            detail = dumps({"reason": reason, "alias": row[0]})
+            writes.add_event(conn, pk, "refused", detail, now_iso())
 
-        self.write(work)
+        self.write(work, durable=True)
+        return self.get(pk)
 
     def apply_infos(self, service: str, infos: Iterable[RemoteJob]) -> int:
         """Update (or, for jobs not recorded yet, insert) jobs from service answers.

@@ -9,6 +9,7 @@ builds its recording and queries on top of it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jobledger.errors import RegistryError
+from jobledger.registry.backup import check_not_lost, start_daily_backup, take_backup, write_stamp
 from jobledger.registry.schema import SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["RegistryFile"]
+__all__ = ["RegistryFile", "damaged"]
 
 T = TypeVar("T")
 _WRITE_ATTEMPTS = 10
@@ -46,6 +48,7 @@ class RegistryFile:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
+        check_not_lost(self.path)
         if (self.readonly or not self._ready) and not self.path.exists():
             if self.readonly:
                 return None
@@ -66,14 +69,19 @@ class RegistryFile:
             conn.execute("PRAGMA busy_timeout = 30000")
             if not self.readonly:
                 conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:
             raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from exc
         conn.row_factory = sqlite3.Row
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
         if not self._ready:
-            self._check_schema(conn)
+            try:
+                self._check_schema(conn)
+            except sqlite3.DatabaseError as exc:
+                raise damaged(self.path, exc) from exc
         return conn
 
     def close(self) -> None:
@@ -93,7 +101,11 @@ class RegistryFile:
                 "`pip install -U jobledger`. The file was not changed."
             )
         if version < SCHEMA_VERSION and not self.readonly:
+            if version > 0:
+                take_backup(self.path, "migration")
             self._retry(lambda: migrate(conn, self.path))
+        if not self.readonly:
+            write_stamp(self.path)
         self._ready = True
 
     def _retry(self, work: Callable[[], T]) -> T:
@@ -135,13 +147,27 @@ class RegistryFile:
             conn.execute("COMMIT")
             return result
 
-        if not durable:
-            return self._retry(attempt)
-        conn.execute("PRAGMA synchronous = FULL")
         try:
-            return self._retry(attempt)
+            if not durable:
+                return self._retry(attempt)
+            conn.execute("PRAGMA synchronous = FULL")
+            try:
+                return self._retry(attempt)
+            finally:
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from exc
         finally:
-            conn.execute("PRAGMA synchronous = NORMAL")
+            self._after_write(conn)
+
+    def _after_write(self, conn: sqlite3.Connection) -> None:
+        # Someone deleted the write-ahead log under this live writer: its last commits
+        # exist only in the unlinked file this connection still holds, so fold them
+        # into the database file now, before any other process opens a new log.
+        if not self.path.with_name(self.path.name + "-wal").exists():
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        start_daily_backup(self.path)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a query; a missing read-only registry has no rows."""
@@ -154,3 +180,13 @@ class RegistryFile:
             if "no such table" in str(exc):
                 return []
             raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from exc
+
+
+def damaged(path: Path, exc: BaseException) -> RegistryError:
+    """The error for a registry file SQLite cannot read as a database."""
+    return RegistryError(
+        f"the registry {path} is damaged ({exc}); check it and restore the newest "
+        "backup with `jobledger doctor`, which changes nothing until asked"
+    )

@@ -62,7 +62,7 @@ class JobRecord:
     result: BlobRef | None
     provenance: str | None
     idempotency_key: str
-    submit_state: str  # "pending" (not acknowledged yet), "sent", or "synced"
+    submit_state: str  # "pending" (not acknowledged yet), "sent", "synced" or "refused"
     last_seen_at: datetime | None
     usage: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
