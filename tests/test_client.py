@@ -118,11 +118,12 @@ def test_bad_alias_and_duplicate_alias(conn: Connection) -> None:
     assert conn.job("renamed").job_id == job.job_id
 
 
-def test_unknown_backend_is_reported_and_not_recorded(conn: Connection) -> None:
+def test_unknown_backend_is_reported_and_kept_as_refused(conn: Connection) -> None:
     with pytest.raises(jobledger.ServiceError) as info:
         conn.submit(1, "nope")
     assert info.value.status_code == 422 and "echo" in str(info.value)
-    assert conn.registry.count() == 0
+    (row,) = conn.registry.query(limit=None)
+    assert row.submit_state == "refused" and "echo" in (row.message or "")
 
 
 def test_waiting_not_ready_timeout_and_cancel(conn: Connection) -> None:

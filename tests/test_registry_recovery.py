@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import jobledger
 from conftest import jobledger_cli
@@ -138,3 +141,38 @@ def test_a_migration_is_preceded_by_a_backup(tmp_path: Path) -> None:
         version = copy.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     copy.close()
     assert version == ("1",)
+
+
+def test_a_read_only_copy_of_the_data_folder_reads(
+    service: Any, jobledger_home: Path, tmp_path: Path
+) -> None:
+    token = service.create_token("archive")
+    with jobledger.connect(url=service.url, token=token) as conn:
+        job = conn.submit({"kept": "for years"}, "echo", alias="archived")
+        assert job.result(timeout=30) == {"kept": "for years"}
+    # A copy on a read-only file system (a mounted archive): a read-only bind mount.
+    copy = tmp_path / "archive"
+    shutil.copytree(jobledger_home, copy)
+    mounted = subprocess.run(["mount", "--bind", str(copy), str(copy)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("this machine cannot bind-mount (needs root): no read-only file system")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(copy)], check=True)
+        with pytest.raises(OSError):
+            (copy / "probe").write_text("x")
+        reader = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from jobledger.jobs import archived\nprint(archived.result())",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "JOBLEDGER_HOME": str(copy), "JOBLEDGER_OFFLINE": "1"},
+            check=False,
+        )
+    finally:
+        subprocess.run(["umount", str(copy)], check=False)
+    assert reader.returncode == 0, reader.stderr
+    assert reader.stdout.strip() == "{'kept': 'for years'}"

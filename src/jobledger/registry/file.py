@@ -10,6 +10,7 @@ builds its recording and queries on top of it.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -55,13 +56,7 @@ class RegistryFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if self.readonly:
-                conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro",
-                    uri=True,
-                    timeout=30,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
+                conn = self._open_readonly()
             else:
                 conn = sqlite3.connect(
                     self.path, timeout=30, isolation_level=None, check_same_thread=False
@@ -83,6 +78,32 @@ class RegistryFile:
             except sqlite3.DatabaseError as exc:
                 raise damaged(self.path, exc) from exc
         return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=ro",
+            uri=True,
+            timeout=30,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            if os.access(self.path.parent, os.W_OK):
+                conn.close()
+                raise
+        conn.close()
+        # A read-only folder (a mounted archive, a colleague's copy): SQLite cannot
+        # create the WAL index there, so read the file as it is on disk, unchanging.
+        return sqlite3.connect(
+            f"file:{self.path}?mode=ro&immutable=1",
+            uri=True,
+            timeout=30,
+            isolation_level=None,
+            check_same_thread=False,
+        )
 
     def close(self) -> None:
         """Close every connection this registry opened (in any thread)."""
