@@ -51,8 +51,7 @@ class ServiceError(JobledgerError):
         self.status_code = status_code
         self.code = code
         self.message = message
-        prefix = f"HTTP {status_code}: " if status_code is not None else ""
-        super().__init__(prefix + message)
+        super().__init__(message)
 
 
 class AuthenticationError(ServiceError):

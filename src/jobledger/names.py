@@ -9,6 +9,7 @@ knows twice. Imports only the registry's record types, for typing.
 
 from __future__ import annotations
 
+import keyword
 import re
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,11 @@ def check_alias(alias: object) -> str:
         )
     if alias.startswith("_"):
         raise ValueError(f"invalid alias {alias!r}: aliases may not start with an underscore")
+    if keyword.iskeyword(alias) or keyword.issoftkeyword(alias):
+        raise ValueError(
+            f"invalid alias {alias!r}: it is a Python keyword, so `from jobledger.jobs import "
+            f"{alias}` could not be written; choose another name (e.g. {alias}_run)"
+        )
     if ID_PATTERN.match(alias):
         raise ValueError(f"invalid alias {alias!r}: it has the form of a job id")
     if alias in RESERVED_NAMES:

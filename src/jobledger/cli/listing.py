@@ -53,7 +53,8 @@ def _refresh_open(conn: Connection, records: list[JobRecord]) -> list[JobRecord]
     if conn.offline or all(r.status.is_final or r.job_id is None for r in records):
         return records
     try:
-        service = conn.service_id
+        # Listing only reads: it never starts the embedded service to refresh.
+        service = conn.bind(start=False).service.id
         wanted = [
             r.job_id
             for r in records

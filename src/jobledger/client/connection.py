@@ -160,9 +160,12 @@ class Connection:
 
     # -- the service ------------------------------------------------------------
 
-    def bind(self) -> Binding:
+    def bind(self, *, start: bool = True) -> Binding:
         """The provider and service record, connecting (or starting the embedded
         service) on first use.
+
+        :param start: with ``False``, an embedded service that is not running is not
+            started (an :class:`OfflineError` says so): for calls that only read.
 
         :raises OfflineError: in offline mode, or when the service cannot be reached.
         """
@@ -180,8 +183,10 @@ class Connection:
             if self._unreachable and time.monotonic() - self._unreachable[0] < _UNREACHABLE_GRACE:
                 raise self._unreachable[1]
             try:
-                self._binding = self._connect()
+                self._binding = self._connect(start)
             except OfflineError as exc:
+                if not start:
+                    raise
                 self._unreachable = (time.monotonic(), exc)
                 raise
             self._unreachable = None
@@ -194,13 +199,19 @@ class Connection:
             )
             return self._binding
 
-    def _connect(self) -> Binding:
+    def _connect(self, start: bool = True) -> Binding:
         from jobledger.providers.jobledger_http import HTTPProvider
 
         if self.config.url is None:
-            from jobledger.service.local import ensure_running
+            from jobledger.service.local import ensure_running, find_running
 
-            local = ensure_running(self.paths)
+            found = ensure_running(self.paths) if start else find_running(self.paths)
+            if found is None:
+                raise OfflineError(
+                    "the embedded local service is not running, and reading what is "
+                    "recorded does not start it (`jobledger service start` does)"
+                )
+            local = found
             provider = HTTPProvider(local.url, local.token, verify=self.config.verify)
             service = ServiceRecord(local.service_id, local.url, "local", None)
         else:
@@ -403,6 +414,8 @@ class Connection:
                 page_size=min(1000, (skip + limit) if limit else 1000),
             )
             return remote_jobs(self, query, limit=limit, skip=skip)
+        from jobledger.client.display import JobList
+
         records = self.registry.query(
             limit=limit,
             skip=skip,
@@ -414,7 +427,7 @@ class Connection:
             descending=descending,
             session_id=session_id,
         )
-        return [Job(r, self) for r in records]
+        return JobList(Job(r, self) for r in records)
 
     get_jobs = jobs
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from jobledger.providers.base import Provider
     from jobledger.store import Store
 
-__all__ = ["Job", "JobId"]
+__all__ = ["BackendName", "Job", "JobId", "QueueInfo"]
 
 _STATUS_TTL = 0.5
 
@@ -45,6 +46,43 @@ class JobId(str):
 
     def __call__(self) -> str:
         return str(self)
+
+
+class BackendName(str):
+    """A backend's name that also answers ``.name`` and ``.version`` (as Qiskit's
+    backend objects do), so ``job.backend().name`` and ``job.backend() == "echo"`` both
+    work."""
+
+    __slots__ = ("version",)
+    version: str | None
+
+    def __new__(cls, name: str, version: str | None = None) -> BackendName:
+        made = super().__new__(cls, name)
+        made.version = version
+        return made
+
+    @property
+    def name(self) -> str:
+        """The backend's name."""
+        return str(self)
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queued job's place (Qiskit's ``queue_info()``)."""
+
+    job_id: str
+    position: int
+
+
+def _apply(decoder: Any, data: bytes) -> Any:
+    text = data.decode("utf-8", errors="replace")
+    decode = getattr(decoder, "decode", None)
+    if callable(decode):
+        return decode(text)
+    if callable(decoder):
+        return decoder(text)
+    raise TypeError(f"decoder must have decode(raw) or be callable, not {decoder!r}")
 
 
 class Job:
@@ -156,9 +194,44 @@ class Job:
         """The backend's name (Qiskit's program id)."""
         return self._record.backend
 
-    def backend(self) -> str:
-        """The name of the backend the job runs on."""
-        return self._record.backend
+    def backend(self) -> BackendName:
+        """The backend the job runs on: its name, also as ``.name`` (as Qiskit's)."""
+        return BackendName(self._record.backend, self._record.backend_version)
+
+    primitive_id = program_id
+
+    @property
+    def instance(self) -> str | None:
+        """The service the job was recorded for (Qiskit's instance): its id."""
+        return self._record.service
+
+    @property
+    def private(self) -> bool:
+        """Whether the job's results are private to its owner (always, here)."""
+        return True
+
+    @property
+    def usage_estimation(self) -> dict[str, Any]:
+        """The service's usage estimate; the reference service reports none, so ``{}``."""
+        return {}
+
+    def properties(self, refresh: bool = False) -> None:
+        """The backend's calibration properties: none for the reference service's
+        simulators (Qiskit returns ``None`` for simulators too)."""
+        return None
+
+    def queue_position(self, refresh: bool = False) -> int | None:
+        """The job's place in the queue (Qiskit dialect of :meth:`queue`)."""
+        if refresh:
+            self.refresh()
+        return self.queue()
+
+    def queue_info(self) -> QueueInfo | None:
+        """Where the job is in the queue, or ``None`` when it is not queued."""
+        position = self.queue()
+        if position is None:
+            return None
+        return QueueInfo(job_id=self._record.name, position=position)
 
     @property
     def submission_date(self) -> datetime:
@@ -309,16 +382,23 @@ class Job:
         self.wait_for_final_state(timeout)
         return self.get_result()
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None, decoder: Any = None) -> Any:
         """Wait for the job and return its result (Qiskit dialect).
 
         Each call returns a fresh object decoded from the verified local copy.
 
+        :param decoder: as Qiskit's: a class with ``decode(raw: str)`` (or a callable)
+            given the stored result's text instead of jobledger's own decoding.
         :raises JobFailureError: with the service's message when the job failed.
         :raises JobCancelledError: when it was cancelled.
         :raises JobTimeoutError: when *timeout* seconds pass first.
         """
-        return self.join(timeout)
+        if decoder is None:
+            return self.join(timeout)
+        self.wait_for_final_state(timeout)
+        self.get_result()  # raises for failed, cancelled and unfinished jobs
+        ref = self.fetch_result()
+        return _apply(decoder, self._store.get_bytes(ref.sha256, what=self._what("result")))
 
     def get_result(self) -> Any:
         """The result, without waiting.
@@ -346,8 +426,8 @@ class Job:
                 code="deleted",
             )
         raise ResultNotReadyError(
-            f"job {record.name} is {status.qlmaas_name}, so it has no result yet; use "
-            "result() or join() to wait for it"
+            f"job {record.name} is {status.qlmaas_name}, so it has no result yet; wait for "
+            f"it with job.result() (or `jobledger wait {record.name}`)"
         )
 
     # -- payloads ----------------------------------------------------------------
@@ -472,13 +552,18 @@ class Job:
         """The resources the job used (e.g. ``{"seconds": 1.2}``)."""
         return dict(self._current().usage)
 
-    def interim_results(self) -> list[Any]:
-        """The interim results the job published, in order."""
+    def interim_results(self, decoder: Any = None) -> list[Any]:
+        """The interim results the job published, in order.
+
+        :param decoder: as for :meth:`result`, applied to each one's JSON text.
+        """
         job_id = self._require_id()
         value: list[Any] = self._extra(
             "interim", lambda: self._conn.call(lambda p: p.interim(job_id))
         )
-        return value
+        if decoder is None:
+            return value
+        return [_apply(decoder, json.dumps(v).encode()) for v in value]
 
     # -- actions ----------------------------------------------------------------
 
@@ -544,23 +629,20 @@ class Job:
         )
 
     def _repr_html_(self) -> str:
-        import html
+        from jobledger.client.display import job_html
 
-        record = self._record
-        rows = [
-            ("id", record.name),
-            ("alias", record.alias or ""),
-            ("backend", record.backend),
-            ("status", record.status.value),
-            ("submitted", record.created_at.isoformat(timespec="seconds")),
-            ("ended", record.ended_at.isoformat(timespec="seconds") if record.ended_at else ""),
-            ("tags", ", ".join(record.tags)),
-        ]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table class='jobledger-job'>{body}</table>"
+        return job_html(self)
+
+    def result_state(self) -> str:
+        """Where the result is, from what is recorded (no network): ``"stored"`` (in
+        the local store), ``"remote"`` (on the service only) or ``"none"``."""
+        ref = self._record.result
+        if ref is None:
+            return "none"
+        try:
+            return "stored" if self._store.has(ref.sha256) else "remote"
+        except Exception:  # display must never fail on a damaged store
+            return "remote"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Job):

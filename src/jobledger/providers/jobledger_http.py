@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
-import random
+import os
+import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -24,10 +24,12 @@ from typing import Any
 import requests
 import requests.adapters
 import urllib3.exceptions
+from urllib3.util import Retry
 
 from jobledger import __version__
 from jobledger.errors import (
     AuthenticationError,
+    ConfigError,
     JobNotFoundError,
     OfflineError,
     ResultNotReadyError,
@@ -48,19 +50,52 @@ from jobledger.status import JobStatus
 
 __all__ = ["HTTPProvider", "job_from_wire"]
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 3.0
+#: how long a status or metadata call may wait for its answer
+READ_TIMEOUT = 10.0
+#: how long a submit, or a download between two chunks, may wait
+SLOW_READ_TIMEOUT = 120.0
 CHUNK = 1 << 20
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def timeouts_from_env() -> tuple[float, float]:
+    """``(connect, read)`` seconds: the defaults, or ``JOBLEDGER_CONNECT_TIMEOUT`` and
+    ``JOBLEDGER_TIMEOUT`` when set.
+
+    :raises ConfigError: naming the variable when its value is not a positive number.
+    """
+    values = []
+    for name, default in (
+        ("JOBLEDGER_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
+        ("JOBLEDGER_TIMEOUT", READ_TIMEOUT),
+    ):
+        raw = os.environ.get(name)
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"{name} must be a number of seconds > 0, not {raw!r}")
+        values.append(value)
+    return values[0], values[1]
 
 
 class HTTPProvider:
     """Talks protocol v1 to one jobledger job service.
 
+    Retries go through urllib3's :class:`~urllib3.util.Retry`: every call of protocol
+    v1 is safe to repeat (reads, cancel, delete, the status query, and submits, which
+    carry an idempotency key), with exponential backoff and ``Retry-After`` honoured.
+    The first contact (``health``) is not retried, so an absent service is reported at
+    once.
+
     :param url: the service's base URL.
     :param token: the bearer token (never logged, never part of an error message).
     :param verify: verify TLS certificates.
-    :param retries: how many times an idempotent call is retried.
+    :param retries: how many times a call is retried.
+    :param timeout: ``(connect, read)`` seconds for status and metadata calls;
+        submits and downloads wait up to :data:`SLOW_READ_TIMEOUT` for data.
     """
 
     def __init__(
@@ -70,11 +105,11 @@ class HTTPProvider:
         *,
         verify: bool = True,
         retries: int = 4,
-        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+        timeout: tuple[float, float] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.retries = retries
-        self.timeout = timeout
+        self.timeout = timeout or timeouts_from_env()
         self._local = threading.local()
         self._token = token
         self._verify = verify
@@ -83,26 +118,42 @@ class HTTPProvider:
 
     # -- plumbing ---------------------------------------------------------------
 
-    @property
-    def session(self) -> requests.Session:
-        """This thread's session (sessions are not shared between threads)."""
-        session: requests.Session | None = getattr(self._local, "session", None)
+    def _session(self, retry: bool) -> requests.Session:
+        """This thread's session, with or without retries (sessions are not shared
+        between threads)."""
+        key = "retrying" if retry else "once"
+        session: requests.Session | None = getattr(self._local, key, None)
         if session is None:
             session = requests.Session()
             session.verify = self._verify
             session.headers["User-Agent"] = f"jobledger/{__version__}"
             if self._token:
                 session.headers["Authorization"] = f"Bearer {self._token}"
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+            policy = Retry(
+                total=self.retries if retry else 0,
+                connect=1 if retry else 0,
+                read=self.retries if retry else 0,
+                status=self.retries if retry else 0,
+                status_forcelist=_RETRY_STATUSES,
+                allowed_methods=None,  # every protocol-v1 call is idempotent (see above)
+                backoff_factor=0.1,
+                backoff_max=4.0,
+                backoff_jitter=0.1,
+                respect_retry_after_header=True,
+                raise_on_status=False,
+            )
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=4, pool_maxsize=16, max_retries=policy
+            )
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            self._local.session = session
+            setattr(self._local, key, session)
             with self._lock:
                 self._sessions.append(session)
         return session
 
     def close(self) -> None:
-        """Close every session this transport opened."""
+        """Close every session this provider opened."""
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
@@ -120,33 +171,21 @@ class HTTPProvider:
         **kwargs: Any,
     ) -> requests.Response:
         url = self.url + path
-        attempt = 0
-        while True:
-            try:
-                response = self.session.request(
-                    method, url, stream=stream, timeout=timeout or self.timeout, **kwargs
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # A refused connection means nothing listens there: fail at once.
-                if retry and attempt < self.retries and not _refused(exc):
-                    attempt += 1
-                    _backoff(attempt)
-                    continue
-                raise OfflineError(
-                    f"cannot reach the job service at {self.url} ({_short(exc)}); check that "
-                    "it is running and the URL is right, or work offline with "
-                    "jobledger.connect(offline=True) or JOBLEDGER_OFFLINE=1"
-                ) from exc
-            except requests.RequestException as exc:
-                raise ServiceError(f"request to {url} failed: {_short(exc)}") from exc
-            if response.status_code in _RETRY_STATUSES and retry and attempt < self.retries:
-                response.close()
-                attempt += 1
-                _backoff(attempt)
-                continue
-            if response.status_code >= 400:
-                raise _error_from(response, url)
-            return response
+        try:
+            response = self._session(retry).request(
+                method, url, stream=stream, timeout=timeout or self.timeout, **kwargs
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise OfflineError(
+                f"cannot reach the job service at {self.url} ({_reason(exc)}); check that "
+                "it is running and the URL is right, or work offline with "
+                "JOBLEDGER_OFFLINE=1"
+            ) from exc
+        except requests.RequestException as exc:
+            raise ServiceError(f"the request to {url} failed ({_reason(exc)})") from exc
+        if response.status_code >= 400:
+            raise _error_from(response, url)
+        return response
 
     def _json(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
         response = self._request(method, path, retry=retry, **kwargs)
@@ -256,7 +295,13 @@ class HTTPProvider:
     @contextmanager
     def download(self, job_id: str, part: str) -> Iterator[Download]:
         """Stream ``GET /v1/jobs/{id}/{part}`` (``batch`` or ``result``)."""
-        response = self._request("GET", f"/v1/jobs/{job_id}/{part}", retry=True, stream=True)
+        response = self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/{part}",
+            retry=True,
+            stream=True,
+            timeout=(self.timeout[0], SLOW_READ_TIMEOUT),
+        )
         try:
             length = response.headers.get("Content-Length")
             yield Download(
@@ -407,23 +452,43 @@ def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
         yield from response.iter_content(CHUNK)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise OfflineError(
-            f"the download from {url} was interrupted ({_short(exc)}); try again"
+            f"the download from {url} was interrupted ({_reason(exc)}); try again"
         ) from exc
 
 
-def _refused(exc: BaseException) -> bool:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
-
-
-def _backoff(attempt: int) -> None:
-    delay = min(4.0, 0.1 * 2**attempt)
-    time.sleep(delay / 2 + random.uniform(0, delay / 2))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:197] + "..."
+def _reason(exc: BaseException) -> str:
+    """A short reason a person can act on, instead of urllib3's nested repr."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused: nothing listens there"
+        if isinstance(current, socket.gaierror):
+            return "the host name cannot be resolved"
+        if isinstance(current, urllib3.exceptions.NewConnectionError):
+            text = str(current).lower()
+            if "refused" in text:
+                return "connection refused: nothing listens there"
+            if "name or service" in text or "resolution" in text:
+                return "the host name cannot be resolved"
+        if isinstance(current, requests.exceptions.SSLError):
+            return "TLS verification failed"
+        if isinstance(current, requests.exceptions.ConnectTimeout | TimeoutError):
+            return "no answer in time"
+        if isinstance(current, requests.exceptions.ReadTimeout):
+            return "connected, but no answer in time"
+        if isinstance(current, ConnectionResetError):
+            return "the connection was reset"
+        nested = current.args[0] if current.args else None
+        current = (
+            nested.reason
+            if isinstance(nested, urllib3.exceptions.MaxRetryError)
+            else nested
+            if isinstance(nested, BaseException)
+            else current.__cause__ or current.__context__
+        )
+    return type(exc).__name__
 
 
 def _error_from(response: requests.Response, url: str) -> ServiceError:
@@ -440,8 +505,10 @@ def _error_from(response: requests.Response, url: str) -> ServiceError:
     status = response.status_code
     if status == 401:
         return AuthenticationError(
-            f"the service at {url.split('/v1/')[0]} refused the token ({message}); set a "
-            "valid token with `jobledger config` or JOBLEDGER_TOKEN",
+            f"the service at {url.split('/v1/')[0]} refused the token ({message}); give a "
+            "valid one in JOBLEDGER_TOKEN or in the profile's token file (`jobledger config` "
+            "shows which is used); the service's admin makes one with `jobledger token "
+            "create NAME`",
             status_code=status,
             code=code,
         )
