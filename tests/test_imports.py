@@ -28,6 +28,29 @@ def test_light_imports(statement: str) -> None:
     assert out.stdout.strip() == "[]"
 
 
+SDKS = ("qiskit", "qiskit_aer", "qiskit_ibm_runtime", "braket", "qat", "thrift")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import jobledger",
+        "import jobledger.jobs",
+        "from jobledger import codecs; assert codecs.decode(b'[1]', 'application/json') == [1]",
+        "from jobledger.service.plugin import load_backends; assert 'myqlm' in load_backends()",
+    ],
+)
+def test_no_quantum_sdk_is_imported(statement: str) -> None:
+    code = (
+        f"{statement}; import sys; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {SDKS!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_public_names() -> None:
     import jobledger
 

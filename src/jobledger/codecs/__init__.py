@@ -26,10 +26,23 @@ DECODERS: dict[str, tuple[str, str | None]] = {
     JSON: ("jobledger.codecs.core", None),
     BYTES: ("jobledger.codecs.core", None),
     NPY: ("jobledger.codecs.core", None),
+    # The SDK modules' own MEDIA_TYPES constants name the same strings; they are
+    # spelled out here so that reading this table imports no SDK.
+    "application/vnd.qiskit.runtime+json": ("jobledger.codecs.qiskit", "qiskit"),
+    "application/vnd.braket.ir.openqasm+json": ("jobledger.codecs.braket", "braket"),
+    "application/vnd.braket.task-result+json": ("jobledger.codecs.braket", "braket"),
+    "application/vnd.qat.job+thrift": ("jobledger.codecs.qlm", "qlm"),
+    "application/vnd.qat.batch+thrift": ("jobledger.codecs.qlm", "qlm"),
+    "application/vnd.qat.result+thrift": ("jobledger.codecs.qlm", "qlm"),
+    "application/vnd.qat.batchresult+thrift": ("jobledger.codecs.qlm", "qlm"),
 }
 
 #: top-level package of an SDK's objects -> (codec module, extra)
-SDK_EXTRAS: dict[str, tuple[str, str]] = {}
+SDK_EXTRAS: dict[str, tuple[str, str]] = {
+    "qiskit": ("jobledger.codecs.qiskit", "qiskit"),
+    "braket": ("jobledger.codecs.braket", "braket"),
+    "qat": ("jobledger.codecs.qlm", "qlm"),
+}
 
 MEDIA_TYPES = tuple(DECODERS)
 
@@ -65,14 +78,15 @@ def decode(data: bytes, media_type: str) -> Any:
     if extra is None:
         return _core_decode(data, base)
     try:
-        module = importlib.import_module(module_name)
+        # SDK codec modules import their SDK when they first decode, so a missing
+        # SDK surfaces from decode() as well as from the import.
+        return importlib.import_module(module_name).decode(data, base)
     except ImportError as exc:
         raise CodecError(
             f"this payload ({base}) needs the {extra} SDK, which is not installed here "
             f"({exc}); install it with `pip install 'jobledger[{extra}]'`, or save the raw "
             "bytes with `jobledger result ID --out FILE`"
         ) from None
-    return module.decode(data, base)
 
 
 def _sdk_of(value: Any, depth: int = 0) -> str | None:

@@ -39,7 +39,7 @@ from jobledger.service.db import Database
 from jobledger.service.events import Broker, sse_stream
 from jobledger.service.executors import Executor
 from jobledger.service.openapi import openapi_document
-from jobledger.service.plugin import Backend, load_backends
+from jobledger.service.plugin import Backend, load_backends, unavailable_reason
 from jobledger.service.store import JobRecord, JobStore, now_iso
 from jobledger.status import JobStatus
 
@@ -157,6 +157,7 @@ def _handlers(svc: Service) -> list[Route]:
         listed = [
             {"name": b.name, "version": b.version, "description": b.description}
             for _, b in sorted(svc.backends.items())
+            if unavailable_reason(b) is None
         ]
         return JSONResponse({"backends": listed})
 

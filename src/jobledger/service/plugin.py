@@ -4,7 +4,10 @@ A backend is any object with ``name``, ``version``, ``description`` and
 ``run(batch, params, ctx)``, registered in the entry point group
 ``jobledger.backends``. It may also have ``validate(params)``, called by the service
 at submission, which raises :class:`ValueError` for bad params (the client gets a
-``422`` with that message). ``batch`` is a :class:`Payload`; ``ctx`` a
+``422`` with that message), and ``available()``, which returns why it cannot run in
+this environment (say, its SDK is not installed) or ``None``: such a backend is not
+listed and a submit to it gets a ``422`` with that reason. ``batch`` is a
+:class:`Payload`; ``ctx`` a
 :class:`Context` through which the running job logs, publishes interim results, sets
 metrics, streams a large result and asks whether it was cancelled. This module is
 imported by both the server and its worker processes, so it stays light.
@@ -24,6 +27,7 @@ __all__ = [
     "Context",
     "Payload",
     "load_backends",
+    "unavailable_reason",
     "validate_params",
 ]
 
@@ -97,11 +101,22 @@ def load_backends() -> dict[str, Backend]:
     return found
 
 
-def validate_params(backend: Backend, params: dict[str, Any]) -> None:
-    """Call the backend's optional ``validate(params)``.
+def unavailable_reason(backend: Backend) -> str | None:
+    """Why *backend* cannot run here (its optional ``available()``), or ``None``."""
+    available = getattr(backend, "available", None)
+    reason: str | None = available() if available is not None else None
+    return reason
 
-    :raises ValueError: with the backend's explanation when the params are bad.
+
+def validate_params(backend: Backend, params: dict[str, Any]) -> None:
+    """Call the backend's optional ``validate(params)``, after checking it can run here.
+
+    :raises ValueError: with the backend's explanation when the params are bad, or
+        with the reason it is unavailable (e.g. which extra to install).
     """
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        raise ValueError(reason)
     validate = getattr(backend, "validate", None)
     if validate is not None:
         validate(params)
