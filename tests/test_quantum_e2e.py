@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import jobledger
-from jobledger.connection import Connection
+from jobledger.client.connection import Connection
 
 # myQLM's module loader emits an ImportWarning on Python 3.11+.
 pytestmark = [
