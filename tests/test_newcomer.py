@@ -1,0 +1,133 @@
+"""What a new user trips over: hanging services, messages, aliases, the Qiskit dialect,
+notebook display. Against the real service on loopback and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobledger
+from conftest import jobledger_cli
+from jobledger.errors import OfflineError
+
+
+@pytest.fixture
+def conn(service: Any, jobledger_home: Path) -> Iterator[Any]:
+    token = service.create_token("newcomer")
+    with jobledger.connect(url=service.url, token=token) as connection:
+        yield connection
+
+
+@pytest.fixture
+def silent_service() -> Iterator[str]:
+    """A loopback server that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for sock in accepted:
+        sock.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("alias", ["class", "None", "import", "match", "case"])
+def test_python_keywords_are_refused_as_aliases(conn: Any, alias: str) -> None:
+    with pytest.raises(ValueError, match="Python keyword"):
+        conn.submit({"n": 1}, "echo", alias=alias)
+    assert conn.registry.count() == 0
+
+
+def test_a_service_that_never_answers_gives_a_plain_error(
+    silent_service: str, jobledger_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBLEDGER_TIMEOUT", "0.5")
+    with pytest.raises(OfflineError) as info, jobledger.connect(url=silent_service) as conn:
+        conn.backends()
+    message = str(info.value)
+    assert "no answer in time" in message
+    assert "HTTPConnectionPool" not in message and "Max retries" not in message
+
+
+def test_a_refused_connection_is_named_plainly(jobledger_home: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(OfflineError) as info, jobledger.connect(url=url) as unreachable:
+        unreachable.backends()
+    assert "connection refused" in str(info.value)
+    assert "NewConnectionError" not in str(info.value)
+
+
+def test_bad_timeout_setting_names_the_variable(
+    jobledger_home: Path, monkeypatch: pytest.MonkeyPatch, service: Any
+) -> None:
+    monkeypatch.setenv("JOBLEDGER_TIMEOUT", "soon")
+    with pytest.raises(jobledger.ConfigError, match="JOBLEDGER_TIMEOUT"):
+        jobledger.connect(url=service.url, token=service.token).backends()
+
+
+def test_qiskit_dialect_extras(conn: Any) -> None:
+    job = conn.submit({"n": 2}, "sleep", params={"seconds": 0.3, "interval": 0.1})
+    assert job.backend() == "sleep" and job.backend().name == "sleep"
+    assert job.primitive_id == job.program_id == "sleep"
+    assert job.private is True and job.properties() is None and job.usage_estimation == {}
+    assert job.instance == conn.service_id
+
+    class Raw:
+        @classmethod
+        def decode(cls, raw: str) -> Any:
+            return ("raw", json.loads(raw))
+
+    job.wait_for_final_state(timeout=30)
+    assert job.queue_position() is None and job.queue_info() is None
+    assert job.result(decoder=Raw)[0] == "raw"
+    assert job.result(timeout=5, decoder=lambda text: len(text)) > 0
+    interim = job.interim_results(decoder=Raw)
+    assert interim and all(item[0] == "raw" for item in interim)
+
+
+def test_notebook_display_of_jobs_and_long_failures(conn: Any) -> None:
+    long = "x" * 130_000
+    failed = conn.submit({}, "fail", params={"message": long})
+    failed.wait_for_final_state(timeout=30)
+    page = failed._repr_html_()
+    assert "more characters" in page and len(page) < 5_000
+    assert "ended" in page and "started" in page
+    done = conn.submit({"n": 1}, "echo")
+    done.result(timeout=30)
+    assert "stored locally" in done._repr_html_()
+    table = conn.jobs()._repr_html_()
+    assert table.count("<tr>") == 3 and str(done.job_id) in table
+
+
+def test_ls_never_starts_the_embedded_service(jobledger_home: Path) -> None:
+    started = jobledger_cli("submit", "sleep", "--param", "seconds=30", home=jobledger_home)
+    assert started.returncode == 0, started.stderr
+    assert jobledger_cli("service", "stop", home=jobledger_home).returncode == 0
+    listed = jobledger_cli("ls", home=jobledger_home)
+    assert listed.returncode == 0, listed.stderr
+    assert "not running" in listed.stderr
+    status = jobledger_cli("service", "status", home=jobledger_home)
+    assert "not running" in (status.stdout + status.stderr)
