@@ -6,7 +6,8 @@ closes the connection after the work is done, without writing a response, which
 is what a client sees when a proxy or the network drops a reply. Routes are
 ``(method, template)`` pairs; ``template`` uses ``{name}`` for one path segment.
 Every request is counted under ``"METHOD /template"`` and logged (method, route,
-path, query, status, a few headers) so tests can assert what the SDK sent.
+path, query, status, a few headers with secrets redacted) so tests can assert
+what the SDK sent.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Router:
                 {"errors": [{"code": "not_found", "message": f"No route {method} {split.path}"}]},
                 404,
             )
-        logged = {k: v for k, v in headers.items() if k.lower() in _LOWER_LOGGED}
+        logged = {k: _redact(k, v) for k, v in headers.items() if k.lower() in _LOWER_LOGGED}
         with self.lock:
             self.counts[route] += 1
             self.log.append(LoggedRequest(method, route, split.path, query, logged, reply.status))
@@ -122,6 +123,14 @@ class Router:
 
 
 _LOWER_LOGGED = {name.lower() for name in LOGGED_HEADERS}
+
+
+def _redact(name: str, value: str) -> str:
+    # Keep the scheme ("Bearer", "apikey") so tests can check it, never the secret.
+    if name.lower() == "authorization":
+        scheme, _, secret = value.partition(" ")
+        return f"{scheme} <{len(secret)} chars>"
+    return value
 
 
 class _Connection(BaseHTTPRequestHandler):

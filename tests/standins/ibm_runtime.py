@@ -15,7 +15,8 @@ Instance lookup (what ``QiskitRuntimeService.__init__`` does to check ``instance
   - ``GET /global-catalog/api/v1/{id}`` -- Global Catalog
     (``GLOBAL_CATALOG_URL`` = ``<url>/global-catalog/api/v1``): its plan.
 Runtime API (``<url>/api/v1``, reached through ``url_resolver``), bearer token
-and ``Service-CRN`` header required (``401`` otherwise, ``403`` for another CRN):
+and ``Service-CRN`` header required (``401`` otherwise, ``403`` for another CRN;
+the SDK's ``apikey`` fallback header is refused with ``401`` as IBM does):
   - ``GET /backends`` (``{"devices": [...]}``), ``GET /backends/{name}/configuration``,
     ``/properties``, ``/status`` -- real device snapshots from
     ``qiskit_ibm_runtime.fake_provider``.
@@ -42,10 +43,12 @@ tokens are unsigned JWTs; no sessions or batches (``/sessions`` answers 404), no
 devices; one device queue for all devices (one job runs at a time); result
 metadata carries IBM's keys with simulator values; usage is wall-clock seconds of
 the simulated run; logs are one line; errors carry IBM's status codes with a
-short ``{"errors": [...]}`` body. Test controls: ``pause_queue``/``resume_queue``,
-``drop_next_submit_response`` (a lost answer), ``fail_next_job``,
-``revoke_key``/``rotate_key``/``expire_tokens``, ``requests`` (per-route counts)
-and ``request_log``.
+short ``{"errors": [...]}`` body; the ``IBM-API-Version`` header is logged, not
+enforced. Test controls: ``pause_queue``/``resume_queue``/``queue_paused``,
+``queued_seconds``/``running_seconds``, ``drop_next_submit_response`` (a lost
+answer: connection closed, or a 502 the SDK retries), ``fail_next_job``,
+``revoke_key``/``rotate_key``/``expire_tokens``, ``set_device_status``,
+``requests`` (per-route counts), ``request_log`` and ``jobs``.
 """
 
 from __future__ import annotations
@@ -209,6 +212,24 @@ class IBMStandIn:
     # -- test controls ---------------------------------------------------------------------
 
     @property
+    def queued_seconds(self) -> float:
+        """Least time a job stays ``Queued`` (settable)."""
+        return self._book.queued_seconds
+
+    @queued_seconds.setter
+    def queued_seconds(self, seconds: float) -> None:
+        self._book.queued_seconds = seconds
+
+    @property
+    def running_seconds(self) -> float:
+        """Least time a job stays ``Running`` (settable)."""
+        return self._book.running_seconds
+
+    @running_seconds.setter
+    def running_seconds(self, seconds: float) -> None:
+        self._book.running_seconds = seconds
+
+    @property
     def requests(self) -> Counter[str]:
         """Requests served so far, keyed ``"METHOD /template"`` (e.g. ``"GET /api/v1/jobs"``)."""
         with self._router.lock:
@@ -313,6 +334,10 @@ class IBMStandIn:
 
     def _iam_token(self, request: Request) -> Reply:
         form = parse_qs(request.body.decode("utf-8"))
+        if form.get("grant_type") != ["urn:ibm:params:oauth:grant-type:apikey"]:
+            return Reply.json(
+                {"errorCode": "BXNIM0308E", "errorMessage": "Grant type is not supported."}, 400
+            )
         key = (form.get("apikey") or [""])[0]
         with self._lock:
             known = bool(key) and secrets.compare_digest(key, self.api_key)

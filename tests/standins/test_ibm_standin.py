@@ -74,6 +74,7 @@ def test_service_init_resolves_the_instance_through_iam_and_search(
     sent = [r for r in ibm_standin.request_log if r.route.startswith("GET /api/v1/")]
     assert sent and all(r.headers["Service-CRN"] == ibm_standin.instance for r in sent)
     assert all(r.headers["Authorization"].startswith("Bearer ") for r in sent)
+    assert all(r.headers["IBM-API-Version"] for r in sent)
 
 
 def test_backends_are_real_device_snapshots(ibm_service: QiskitRuntimeService) -> None:
@@ -208,6 +209,18 @@ def test_job_by_id_from_a_fresh_service(
     assert found.result()[0].data.meas.get_counts() == counts
     with pytest.raises(RuntimeJobNotFound):
         fresh.job("d0000000000000000000")
+
+
+def test_update_tags_and_device_status(
+    ibm_standin: IBMStandIn, ibm_service: QiskitRuntimeService
+) -> None:
+    job = sample(ibm_service, tags=["old"], shots=20)
+    assert job.update_tags(["new", "newer"]) in (["new", "newer"], ["newer", "new"])
+    assert sorted(ibm_standin.jobs[job.job_id()].tags) == ["new", "newer"]
+    ibm_standin.set_device_status("ibm_nairobi", operational=True, status_msg="maintenance")
+    assert ibm_service.backend("ibm_nairobi").status().status_msg == "maintenance"
+    with pytest.warns(UserWarning, match="currently has a status of maintenance"):
+        sample(ibm_service, shots=20)
 
 
 def test_failed_job_reports_the_reason(
