@@ -53,25 +53,20 @@ answer: connection closed, or a 502 the SDK retries), ``fail_next_job``,
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs
 
-from .ibm_http import Handler, LoggedRequest, LoopbackServer, Reply, Request, Router
+from .ibm_account import PLAN_ID, StandInAccount, ibm_error
+from .ibm_http import LoggedRequest, LoopbackServer, Reply, Request, Router
 from .ibm_jobs import FINAL, PENDING, JobBook, StandInJob, iso
 from .ibm_sim import DEFAULT_DEVICES, StandInDevice, execute, load_device
 
 API = "/api/v1"
-PLAN_ID = "standin-open-plan"
-INSTANCE_NAME = "standin-instance"
 
 
 def standin_url_resolver(
@@ -123,19 +118,6 @@ class StandInEndpoints(NamedTuple):
         }
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _error(status: int, code: str, message: str) -> Reply:
-    body = {
-        "errors": [{"code": code, "message": message, "more_info": "standin"}],
-        "trace": secrets.token_hex(16),
-        "status_code": status,
-    }
-    return Reply.json(body, status)
-
-
 class IBMStandIn:
     """IBM Quantum Platform on a loopback port; see the module docstring for what it serves.
 
@@ -162,16 +144,8 @@ class IBMStandIn:
             name: load_device(name, fake) for name, fake in (devices or DEFAULT_DEVICES).items()
         }
         self.noise = noise
-        self.token_ttl = token_ttl
         self.max_page_size = max_page_size
-        self.account_id = secrets.token_hex(16)
-        self.instance = (
-            f"crn:v1:bluemix:public:quantum-computing:us-east:a/{self.account_id}:"
-            f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(2)}-"
-            f"{secrets.token_hex(2)}-{secrets.token_hex(6)}::"
-        )
-        self.api_key = secrets.token_urlsafe(33)
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self.account = StandInAccount(token_ttl, sorted(self.devices))
         self._lock = threading.Lock()
         self._drop_next_submit: str | None = None
         self._fail_next: tuple[str, int] | None = None
@@ -286,23 +260,27 @@ class IBMStandIn:
         with self._lock:
             self._fail_next = (message, code)
 
+    @property
+    def instance(self) -> str:
+        """The instance CRN."""
+        return self.account.instance
+
+    @property
+    def api_key(self) -> str:
+        """The API key IAM currently accepts (empty once revoked)."""
+        return self.account.api_key
+
     def revoke_key(self) -> None:
         """Revoke the API key and every token issued for it (IAM 400, API 401 from now on)."""
-        with self._lock:
-            self.api_key = ""
-            self._tokens.clear()
+        self.account.revoke_key()
 
     def rotate_key(self) -> str:
         """Revoke the API key and tokens, issue a new key and return it."""
-        self.revoke_key()
-        with self._lock:
-            self.api_key = secrets.token_urlsafe(33)
-            return self.api_key
+        return self.account.rotate_key()
 
     def expire_tokens(self) -> None:
         """Invalidate every bearer token; the API key stays valid."""
-        with self._lock:
-            self._tokens.clear()
+        self.account.expire_tokens()
 
     def set_device_status(self, name: str, *, operational: bool, status_msg: str) -> None:
         """Change what ``GET /backends/{name}/status`` reports."""
@@ -312,11 +290,8 @@ class IBMStandIn:
     # -- routes ----------------------------------------------------------------------------
 
     def _add_routes(self) -> None:
-        add = self._router.add
-        add("POST", "/iam/identity/token", self._iam_token)
-        add("POST", "/global-search/v3/resources/search", self._iam_auth(self._search))
-        add("GET", "/global-catalog/api/v1/{id}", self._iam_auth(self._catalog_entry))
-        api = self._api_auth
+        self.account.add_routes(self._router)
+        add, api = self._router.add, self.account.guard_api
         add("GET", f"{API}/backends", api(self._backends))
         add("GET", f"{API}/backends/{{name}}/configuration", api(self._configuration))
         add("GET", f"{API}/backends/{{name}}/properties", api(self._properties))
@@ -332,100 +307,10 @@ class IBMStandIn:
         add("GET", f"{API}/jobs/{{id}}/metrics", api(self._metrics))
         add("PUT", f"{API}/jobs/{{id}}/tags", api(self._tags))
 
-    def _iam_token(self, request: Request) -> Reply:
-        form = parse_qs(request.body.decode("utf-8"))
-        if form.get("grant_type") != ["urn:ibm:params:oauth:grant-type:apikey"]:
-            return Reply.json(
-                {"errorCode": "BXNIM0308E", "errorMessage": "Grant type is not supported."}, 400
-            )
-        key = (form.get("apikey") or [""])[0]
-        with self._lock:
-            known = bool(key) and secrets.compare_digest(key, self.api_key)
-        if not known:
-            return Reply.json(
-                {
-                    "errorCode": "BXNIM0415E",
-                    "errorMessage": "Provided API key could not be found.",
-                    "context": {"requestId": secrets.token_hex(8)},
-                },
-                400,
-            )
-        now = int(time.time())
-        claims = {
-            "iam_id": "IBMid-standin",
-            "account": {"bss": self.account_id},
-            "iat": now,
-            "exp": now + self.token_ttl,
-            "sub": "standin@example.invalid",
-            "jti": secrets.token_hex(8),
-        }
-        header = {"alg": "RS256", "typ": "JWT", "kid": "standin"}
-        token = ".".join(
-            [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(b"x")]
-        )
-        with self._lock:
-            self._tokens[token] = (key, now + self.token_ttl)
-        return Reply.json(
-            {
-                "access_token": token,
-                "refresh_token": "not_supported",
-                "token_type": "Bearer",
-                "expires_in": self.token_ttl,
-                "expiration": now + self.token_ttl,
-                "scope": "ibm openid",
-            }
-        )
-
-    def _bearer_ok(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        with self._lock:
-            issued = self._tokens.get(token) if scheme.lower() == "bearer" else None
-            return issued is not None and issued[0] == self.api_key and issued[1] > time.time()
-
-    def _iam_auth(self, handler: Handler) -> Handler:
-        def guarded(request: Request) -> Reply:
-            if not self._bearer_ok(request):
-                return _error(401, "unauthorized", "The bearer token is missing or invalid.")
-            return handler(request)
-
-        return guarded
-
-    def _api_auth(self, handler: Handler) -> Handler:
-        def guarded(request: Request) -> Reply:
-            if not self._bearer_ok(request):
-                return _error(401, "unauthorized", "Invalid or missing IAM bearer token.")
-            if request.headers.get("Service-CRN") != self.instance:
-                return _error(403, "forbidden", "You do not have access to this instance.")
-            return handler(request)
-
-        return guarded
-
-    def _search(self, request: Request) -> Reply:
-        item = {
-            "crn": self.instance,
-            "name": INSTANCE_NAME,
-            "service_plan_unique_id": PLAN_ID,
-            "doc": {"extensions": {"quantum": {"backends": sorted(self.devices)}}},
-            "tags": [],
-        }
-        return Reply.json({"items": [item], "limit": 100})
-
-    def _catalog_entry(self, request: Request) -> Reply:
-        if request.params["id"] != PLAN_ID:
-            return _error(404, "not_found", f"No catalog entry {request.params['id']}")
-        return Reply.json(
-            {
-                "id": PLAN_ID,
-                "name": "open",
-                "overview_ui": {"en": {"display_name": "Open"}},
-                "metadata": {"pricing": {"type": "free"}},
-            }
-        )
-
     def _device(self, request: Request) -> StandInDevice | Reply:
         device = self.devices.get(request.params["name"])
         if device is None:
-            return _error(404, "not_found", f"Backend {request.params['name']} not found.")
+            return ibm_error(404, "not_found", f"Backend {request.params['name']} not found.")
         return device
 
     def _backends(self, request: Request) -> Reply:
@@ -486,16 +371,16 @@ class IBMStandIn:
         try:
             body = request.json()
         except ValueError:
-            return _error(400, "invalid_json", "The request body is not JSON.")
+            return ibm_error(400, "invalid_json", "The request body is not JSON.")
         program_id = body.get("program_id")
         if program_id not in ("sampler", "estimator"):
-            return _error(404, "not_found", f"Program {program_id} not found.")
+            return ibm_error(404, "not_found", f"Program {program_id} not found.")
         backend = body.get("backend")
         if backend not in self.devices:
-            return _error(400, "invalid_backend", f"Backend {backend} is not available.")
+            return ibm_error(400, "invalid_backend", f"Backend {backend} is not available.")
         tags = body.get("tags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            return _error(400, "invalid_tags", "Tags must be a list of strings.")
+            return ibm_error(400, "invalid_tags", "Tags must be a list of strings.")
         with self._lock:
             fail, self._fail_next = self._fail_next, None
             drop, self._drop_next_submit = self._drop_next_submit, None
@@ -514,7 +399,7 @@ class IBMStandIn:
         if drop == "disconnect":
             return Reply(drop=True)
         if drop == "bad_gateway":
-            return _error(502, "bad_gateway", "Bad Gateway")
+            return ibm_error(502, "bad_gateway", "Bad Gateway")
         return Reply.json({"id": job.id, "backend": job.backend})
 
     def _job_json(self, job: StandInJob, *, with_params: bool) -> dict[str, Any]:
@@ -542,7 +427,7 @@ class IBMStandIn:
     def _find(self, request: Request) -> StandInJob | Reply:
         job = self._book.get(request.params["id"])
         if job is None:
-            return _error(404, "not_found", f"Job {request.params['id']} not found.")
+            return ibm_error(404, "not_found", f"Job {request.params['id']} not found.")
         return job
 
     def _get_job(self, request: Request) -> Reply:
@@ -586,9 +471,9 @@ class IBMStandIn:
     def _delete_job(self, request: Request) -> Reply:
         outcome = self._book.delete(request.params["id"])
         if outcome == "missing":
-            return _error(404, "not_found", f"Job {request.params['id']} not found.")
+            return ibm_error(404, "not_found", f"Job {request.params['id']} not found.")
         if outcome == "pending":
-            return _error(409, "conflict", "Only a job in a final state can be deleted.")
+            return ibm_error(409, "conflict", "Only a job in a final state can be deleted.")
         return Reply(204)
 
     def _results(self, request: Request) -> Reply:
@@ -596,15 +481,17 @@ class IBMStandIn:
         if isinstance(found, Reply):
             return found
         if found.result_text is None:
-            return _error(404, "not_found", f"Job {found.id} has no results ({found.status}).")
+            return ibm_error(404, "not_found", f"Job {found.id} has no results ({found.status}).")
         return Reply.text(found.result_text, content_type="application/json")
 
     def _cancel(self, request: Request) -> Reply:
         outcome = self._book.cancel(request.params["id"])
         if outcome == "missing":
-            return _error(404, "not_found", f"Job {request.params['id']} not found.")
+            return ibm_error(404, "not_found", f"Job {request.params['id']} not found.")
         if outcome == "final":
-            return _error(409, "conflict", "The job is in a final state and cannot be cancelled.")
+            return ibm_error(
+                409, "conflict", "The job is in a final state and cannot be cancelled."
+            )
         return Reply(204)
 
     def _logs(self, request: Request) -> Reply:
@@ -612,7 +499,7 @@ class IBMStandIn:
         if isinstance(found, Reply):
             return found
         if found.pending:
-            return _error(404, "not_found", "Logs are available once the job finishes.")
+            return ibm_error(404, "not_found", "Logs are available once the job finishes.")
         return Reply.text(found.logs)
 
     def _metrics(self, request: Request) -> Reply:
@@ -649,9 +536,9 @@ class IBMStandIn:
     def _tags(self, request: Request) -> Reply:
         tags = (request.json() or {}).get("tags")
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            return _error(400, "invalid_tags", "Tags must be a list of strings.")
+            return ibm_error(400, "invalid_tags", "Tags must be a list of strings.")
         if not self._book.update_tags(request.params["id"], tags):
-            return _error(404, "not_found", f"Job {request.params['id']} not found.")
+            return ibm_error(404, "not_found", f"Job {request.params['id']} not found.")
         return Reply(204)
 
 
