@@ -43,7 +43,20 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # The type each profile key must have; the order is the order the writer uses.
-_PROFILE_KEYS: dict[str, type] = {"url": str, "verify": bool, "offline": bool, "token": str}
+_PROFILE_KEYS: dict[str, type] = {
+    "url": str,
+    "verify": bool,
+    "offline": bool,
+    "token": str,
+    "provider": str,
+    "channel": str,
+    "instance": str,
+}
+#: The job services a profile may name; keys only some providers read.
+PROVIDERS = ("jobledger", "ibm-quantum")
+IBM_CHANNELS = ("ibm_quantum_platform", "ibm_cloud")
+IBM_DEFAULT_URL = "https://cloud.ibm.com"
+_IBM_ONLY_KEYS = ("channel", "instance")
 _TOP_KEYS = ("default", "profiles")
 
 
@@ -61,6 +74,9 @@ class Profile:
     verify: bool = True
     offline: bool = False
     token: str | None = field(default=None, repr=False)
+    provider: str = "jobledger"
+    channel: str | None = None
+    instance: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,9 @@ class ResolvedConfig:
 
     ``url`` is ``None`` for the embedded local service. ``sources`` maps each of
     ``"url"``, ``"token"``, ``"offline"``, ``"verify"`` and ``"profile"`` to a
-    human-readable origin such as ``"environment (JOBLEDGER_URL)"``.
+    human-readable origin such as ``"environment (JOBLEDGER_URL)"``. ``provider``,
+    ``channel`` and ``instance`` come from the selected profile only (``channel`` and
+    ``instance`` are set for ``"ibm-quantum"``, whose ``url`` is IBM's cloud URL).
     """
 
     url: str | None
@@ -78,6 +96,9 @@ class ResolvedConfig:
     verify: bool
     profile: str | None
     sources: dict[str, str]
+    provider: str = "jobledger"
+    channel: str | None = None
+    instance: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,10 @@ def resolve(
     chosen_url, sources["url"] = _pick(
         (url, "argument"), (env.get(ENV_URL) or None, f"environment ({ENV_URL})")
     )
+    ibm = selected is not None and selected.provider == "ibm-quantum"
+    if ibm and selected is not None:
+        # Another provider's profile is a whole: its URL is not overridden by JOBLEDGER_URL.
+        chosen_url, sources["url"] = selected.url or IBM_DEFAULT_URL, file.where(selected.name)
     if chosen_url is None and selected is not None and selected.url is not None:
         chosen_url, sources["url"] = selected.url, file.where(selected.name)
     if chosen_url is None:
@@ -144,7 +169,7 @@ def resolve(
 
     # Token and TLS settings belong to a service: take them from the profile that
     # names this URL, never from a profile of another host.
-    owner = _profile_for_url(chosen_url, selected, file)
+    owner = selected if ibm else _profile_for_url(chosen_url, selected, file)
 
     chosen_token, sources["token"] = _pick(
         (token, "argument"), (env.get(ENV_TOKEN) or None, f"environment ({ENV_TOKEN})")
@@ -179,6 +204,9 @@ def resolve(
         verify=chosen_verify,
         profile=profile_name,
         sources=sources,
+        provider=selected.provider if selected is not None else "jobledger",
+        channel=selected.channel if ibm and selected is not None else None,
+        instance=selected.instance if ibm and selected is not None else None,
     )
 
 
@@ -206,8 +234,16 @@ def save_profile(
     verify: bool = True,
     make_default: bool = False,
     paths: Paths | None = None,
+    provider: str = "jobledger",
+    channel: str | None = None,
+    instance: str | None = None,
 ) -> Path:
     """Create or replace the profile *name* and return the config file's path.
+
+    *provider* names the job service (``"jobledger"`` or ``"ibm-quantum"``); an
+    ``"ibm-quantum"`` profile also needs *instance* (the IBM Cloud instance CRN or
+    name) and may name *channel* (``"ibm_quantum_platform"`` by default); its *url*
+    is IBM's cloud URL and its token the IBM API key.
 
     Other profiles are kept. The token goes to the profile's token file, never into
     ``config.toml``; tokens found inline in the file are moved to token files. The
@@ -221,8 +257,18 @@ def save_profile(
     file = _read_config(paths, check_mode=False)
     profiles = dict(file.profiles)
     old = profiles.get(name)
-    profiles[name] = Profile(
-        name=name, url=url, verify=verify, offline=old.offline if old else False
+    where = f"profile {name!r}"
+    profiles[name] = _check_provider(
+        Profile(
+            name=name,
+            url=url,
+            verify=verify,
+            offline=old.offline if old else False,
+            provider=provider,
+            channel=channel,
+            instance=instance,
+        ),
+        where,
     )
     if token is not None:
         write_token(name, token, paths=paths)
@@ -352,12 +398,18 @@ def _read_config(paths: Paths, *, check_mode: bool = True) -> _ConfigFile:
         url = table.get("url")
         if url is not None:
             url = _normalise_url(url, source=f"config file {path}, profile {name!r}")
-        profiles[name] = Profile(
-            name=name,
-            url=url,
-            verify=table.get("verify", True),
-            offline=table.get("offline", False),
-            token=(inline.strip() or None) if inline is not None else None,
+        profiles[name] = _check_provider(
+            Profile(
+                name=name,
+                url=url,
+                verify=table.get("verify", True),
+                offline=table.get("offline", False),
+                token=(inline.strip() or None) if inline is not None else None,
+                provider=table.get("provider", "jobledger"),
+                channel=table.get("channel"),
+                instance=table.get("instance"),
+            ),
+            f"{path}, line {_line_of(text, 'provider', name) or '?'}, profile {name!r}",
         )
     if default is not None and default not in profiles:
         known = ", ".join(sorted(profiles)) or "none"
@@ -472,6 +524,12 @@ def _write_config(
             lines.append(f"url = {_toml_str(entry.url)}")
         lines.append(f"verify = {'true' if entry.verify else 'false'}")
         lines.append(f"offline = {'true' if entry.offline else 'false'}")
+        if entry.provider != "jobledger":
+            lines.append(f"provider = {_toml_str(entry.provider)}")
+        if entry.channel is not None:
+            lines.append(f"channel = {_toml_str(entry.channel)}")
+        if entry.instance is not None:
+            lines.append(f"instance = {_toml_str(entry.instance)}")
     _private_dir(paths.config)
     _atomic_write(paths.config_file, "\n".join(lines) + "\n")
 
@@ -545,6 +603,36 @@ def _profile_for_url(
         if file.profiles[name].url == url:
             return file.profiles[name]
     return None
+
+
+def _check_provider(entry: Profile, where: str) -> Profile:
+    """*entry* with its provider's defaults filled in, or a ConfigError naming the
+    profile and the key at fault."""
+    if entry.provider not in PROVIDERS:
+        raise ConfigError(
+            f"invalid config ({where}): key 'provider' is {entry.provider!r}; use one of "
+            f"{', '.join(PROVIDERS)}"
+        )
+    if entry.provider != "ibm-quantum":
+        for key in _IBM_ONLY_KEYS:
+            if getattr(entry, key) is not None:
+                raise ConfigError(
+                    f"invalid config ({where}): key {key!r} is only read by "
+                    'provider = "ibm-quantum"; remove it or set that provider'
+                )
+        return entry
+    channel = entry.channel or IBM_CHANNELS[0]
+    if channel not in IBM_CHANNELS:
+        raise ConfigError(
+            f"invalid config ({where}): key 'channel' is {channel!r}; use one of "
+            f"{', '.join(IBM_CHANNELS)}"
+        )
+    if not entry.instance or not entry.instance.strip():
+        raise ConfigError(
+            f"invalid config ({where}): provider \"ibm-quantum\" needs the key 'instance' "
+            "(your IBM Cloud instance CRN or name, as shown on quantum.cloud.ibm.com)"
+        )
+    return replace(entry, channel=channel, instance=entry.instance.strip())
 
 
 def _parse_bool_env(variable: str, value: str) -> bool:

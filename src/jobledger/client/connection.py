@@ -202,6 +202,17 @@ class Connection:
     def _connect(self, start: bool = True) -> Binding:
         from jobledger.providers.jobledger_http import HTTPProvider
 
+        if self.config.provider == "ibm-quantum":
+            from jobledger.providers.ibm import IBMProvider, service_id
+
+            config = self.config
+            assert config.url is not None and config.channel and config.instance
+            ibm = IBMProvider.from_config(config)
+            service = ServiceRecord(
+                service_id(config.channel, config.instance), config.url, "remote", config.profile
+            )
+            self.registry.upsert_service(service)
+            return Binding(ibm, service)
         if self.config.url is None:
             from jobledger.service.local import ensure_running, find_running
 
@@ -278,7 +289,12 @@ class Connection:
             when it could not be reached at all; a submission whose answer was lost
             stays pending and is resolved by the next call or ``sync()``).
         """
-        data, media_type = codecs.encode(batch)
+        if self.config.provider == "ibm-quantum":
+            from jobledger.providers.ibm import encode_pubs
+
+            data, media_type = encode_pubs(batch)
+        else:
+            data, media_type = codecs.encode(batch)
         params = check_params(params)
         tag_list = check_tags(tags)
         if not isinstance(backend, str) or not backend:
@@ -351,7 +367,8 @@ class Connection:
             raise JobNotFoundError(ambiguous_message(job_id, records, self.registry))
         from jobledger.ids import ID_PATTERN
 
-        if self.offline or not ID_PATTERN.match(job_id):
+        foreign = self.config.provider != "jobledger"  # other services have their own ids
+        if self.offline or not (foreign or ID_PATTERN.match(job_id)):
             # Only a well-formed id is worth asking the service about.
             note = " (offline, so the service was not asked)" if self.offline else ""
             raise JobNotFoundError(describe_unknown(job_id, self.registry) + note)
