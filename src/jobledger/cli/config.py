@@ -88,8 +88,24 @@ def config(ctx: click.Context, as_json: bool) -> None:
 @click.option("--token-stdin", is_flag=True, help="Read the token from standard input.")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default profile.")
 @click.option("--no-verify", is_flag=True, help="Do not verify TLS certificates (unsafe).")
+@click.option(
+    "--provider",
+    type=click.Choice(["jobledger", "ibm-quantum"]),
+    default="jobledger",
+    show_default=True,
+    help="The kind of job service the profile names.",
+)
+@click.option("--channel", help="ibm-quantum: the SDK's channel (default ibm_quantum_platform).")
+@click.option("--instance", help="ibm-quantum: the IBM Cloud instance (CRN or name).")
 def config_add_profile(
-    name: str, url: str, token_stdin: bool, make_default: bool, no_verify: bool
+    name: str,
+    url: str,
+    token_stdin: bool,
+    make_default: bool,
+    no_verify: bool,
+    provider: str,
+    channel: str | None,
+    instance: str | None,
 ) -> None:
     """Create or replace the profile NAME; the token goes to a private token file."""
     from jobledger.config import save_profile
@@ -100,7 +116,14 @@ def config_add_profile(
         if not token:
             raise click.UsageError("--token-stdin was given but standard input is empty")
     path = save_profile(
-        name, url=url, token=token, verify=not no_verify, make_default=make_default
+        name,
+        url=url,
+        token=token,
+        verify=not no_verify,
+        make_default=make_default,
+        provider=provider,
+        channel=channel,
+        instance=instance,
     )
     stored = " (token stored in its own file, mode 0600)" if token else ""
     click.echo(f"saved profile {name!r} for {url} in {path}{stored}")
