@@ -131,3 +131,78 @@ def test_ls_never_starts_the_embedded_service(jobledger_home: Path) -> None:
     assert "not running" in listed.stderr
     status = jobledger_cli("service", "status", home=jobledger_home)
     assert "not running" in (status.stdout + status.stderr)
+
+
+def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run ``python -m jobledger *args`` with stdout and stderr on a pseudo-terminal."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobledger", *args], stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks)
+
+
+def test_no_color_turns_the_spinner_off(service: Any, jobledger_home: Path) -> None:
+    import os
+
+    token = service.create_token("nocolor")
+    env = {**os.environ, "JOBLEDGER_HOME": str(jobledger_home)}
+    env.update(JOBLEDGER_URL=service.url, JOBLEDGER_TOKEN=token, TERM="xterm")
+    env.pop("NO_COLOR", None)
+    outputs = {}
+    for no_color in (False, True):
+        with jobledger.connect(url=service.url, token=token) as conn:
+            job = conn.submit({}, "sleep", params={"seconds": 1.2, "interval": 0.5})
+        run_env = {**env, "NO_COLOR": "1"} if no_color else env
+        code, output = _run_on_a_terminal(["wait", str(job.job_id)], run_env)
+        assert code == 0, output
+        outputs[no_color] = output
+    assert b"\x1b[2K" in outputs[False]  # the spinner draws on a terminal...
+    assert b"\x1b" not in outputs[True]  # ...and not at all with NO_COLOR
+
+
+def test_ctrl_c_in_wait_says_the_job_keeps_running(service: Any, jobledger_home: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    token = service.create_token("ctrlc")
+    with jobledger.connect(url=service.url, token=token) as conn:
+        job = conn.submit({}, "sleep", params={"seconds": 30, "interval": 1})
+        env = {**os.environ, "JOBLEDGER_HOME": str(jobledger_home)}
+        env.update(JOBLEDGER_URL=service.url, JOBLEDGER_TOKEN=token)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobledger", "wait", str(job.job_id)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 20
+        while job.status().value != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the command reach its wait
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "keeps running" in err and "Aborted" not in err and "Traceback" not in err
+        assert not job.status().is_final
+        job.cancel()

@@ -38,6 +38,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C is the user's choice, not a failure: no "Aborted!", the shell's 130.
+            raise SystemExit(130) from None
         except (JobledgerError, TypeError, ValueError, OSError) as exc:
             if ctx.params.get("debug") or os.environ.get("JOBLEDGER_DEBUG"):
                 raise

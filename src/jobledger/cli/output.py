@@ -235,7 +235,11 @@ class Progress:
     """
 
     def __init__(self, *, enabled: bool | None = None, min_interval: float = 0.1) -> None:
-        self.enabled = is_terminal(sys.stderr) if enabled is None else enabled
+        if enabled is None:
+            # NO_COLOR and dumb terminals get no escape sequences at all, spinner included.
+            plain = os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb"
+            enabled = is_terminal(sys.stderr) and not plain
+        self.enabled = enabled
         self._min_interval = min_interval
         self._last = 0.0
         self._frame = 0
@@ -298,7 +302,7 @@ def wait_with_progress(
         job's record, so none is missed.
     :raises JobTimeoutError: when *timeout* seconds pass first.
     """
-    from jobledger.errors import JobTimeoutError, ResultNotReadyError
+    from jobledger.errors import ResultNotReadyError
 
     progress = progress or Progress()
     delivered = 0
@@ -325,23 +329,14 @@ def wait_with_progress(
         if not progress.enabled:
             job.wait_for_final_state(timeout=timeout)
         else:
-            status = job.status()
-            checked = time.monotonic()
-            while not status.is_final:
-                step = 0.25
-                if deadline is not None:
-                    step = min(step, max(0.0, deadline - time.monotonic()))
-                try:
-                    job.wait_for_final_state(timeout=step)
-                    break
-                except JobTimeoutError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise
-                if time.monotonic() - checked >= 1.0:
-                    status = job.status()
-                    checked = time.monotonic()
-                since = (datetime.now(UTC) - job.submission_date).total_seconds()
-                progress.spin(f"{name} {status.qlmaas_name} ({duration(since)} since submission)")
+            _spin_until_final(job, name, deadline, progress)
+    except KeyboardInterrupt:
+        progress.clear()
+        sys.stderr.write(
+            f"stopped waiting: job {name} keeps running on the service; "
+            f"`jobledger wait {name}` waits again, `jobledger cancel {name}` stops it\n"
+        )
+        raise
     finally:
         if streaming:
             job.cancel_result_streaming()
@@ -352,3 +347,25 @@ def wait_with_progress(
                 on_interim(value)
                 delivered += 1
     return job.status()
+
+
+def _spin_until_final(job: Job, name: str, deadline: float | None, progress: Progress) -> None:
+    from jobledger.errors import JobTimeoutError
+
+    status = job.status()
+    checked = time.monotonic()
+    while not status.is_final:
+        step = 0.25
+        if deadline is not None:
+            step = min(step, max(0.0, deadline - time.monotonic()))
+        try:
+            job.wait_for_final_state(timeout=step)
+            break
+        except JobTimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        if time.monotonic() - checked >= 1.0:
+            status = job.status()
+            checked = time.monotonic()
+        since = (datetime.now(UTC) - job.submission_date).total_seconds()
+        progress.spin(f"{name} {status.qlmaas_name} ({duration(since)} since submission)")
