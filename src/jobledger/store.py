@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import diskcache
 
 from jobledger.errors import CacheCorruptionError
+from jobledger.paths import ensure_private_dir
 
 __all__ = ["Store", "StoreStats"]
 
@@ -297,7 +298,7 @@ class Store:
     def _open(self) -> diskcache.Cache:
         with self._lock:
             if self._cache is None:
-                self.path.mkdir(parents=True, exist_ok=True)
+                ensure_private_dir(self.path)
                 self._cache = diskcache.Cache(
                     str(self.path),
                     disk=_BlobDisk,
