@@ -501,3 +501,38 @@ def test_every_command_has_help_and_a_docs_section() -> None:
         assert shown.exit_code == 0 and "Usage:" in shown.output
         assert path in headings, f"docs/cli.md has no section '## {path}'"
     assert runner.invoke(cli, ["--version"]).output.startswith("jobledger, version")
+
+
+# -- the local store's safety -----------------------------------------------------------------
+
+
+def _stored_result_file(job_id: str) -> Path:
+    from jobledger.jobs import get
+    from jobledger.store import Store
+
+    digest = get(job_id).provenance["result_sha256"]
+    with Store(get_paths().store) as store:
+        path = store.path_of(digest)
+    assert path is not None and path.is_file()
+    return path
+
+
+def test_result_with_corrupt_bytes_writes_nothing_anywhere(run: Run, tmp_path: Path) -> None:
+    job_id = submit(run, "blob", "--param", "size=300000")
+    run("wait", job_id)
+    good = tmp_path / "good.bin"
+    run("result", job_id, "--out", str(good))
+    stored = _stored_result_file(job_id)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the first half would stream before the flip
+    stored.write_bytes(bytes(data))
+
+    piped = run("result", job_id, "--out", "-", code=1)
+    assert piped.stdout_bytes == b""
+    assert_one_line_error(piped, "corrupt", job_id)
+
+    target = tmp_path / "out" / "r.bin"
+    target.parent.mkdir()
+    failed = run("result", job_id, "--out", str(target), code=1)
+    assert_one_line_error(failed, "corrupt", job_id)
+    assert list(target.parent.iterdir()) == []  # neither the file nor a partial one

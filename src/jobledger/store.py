@@ -204,15 +204,38 @@ class Store:
         return data  # type: ignore[no-any-return]
 
     def copy_to(self, sha256: str, dest: BinaryIO, *, what: str = "blob") -> int:
-        """Stream blob *sha256* into *dest* while hashing it; return its size.
+        """Copy blob *sha256* into *dest* once its digest is checked; return its size.
 
-        Memory stays bounded for any size. The digest can only be known at the end:
-        on :class:`CacheCorruptionError` the bytes already written to *dest* are
-        wrong and the caller must discard them.
+        Memory stays bounded for any size: a file is hashed first and then streamed
+        from the same open file, so when the bytes do not match nothing reaches
+        *dest*. (Should the file change between the two reads, the copy is hashed too
+        and the error comes after the write: the caller discards *dest* then.)
 
         :raises KeyError: when the store does not hold the blob.
         :raises CacheCorruptionError: when the bytes do not match their digest.
         """
+        value = self._entry(sha256, what)
+        if isinstance(value, bytes):
+            if hashlib.sha256(value).hexdigest() != sha256:
+                raise self._corrupt(sha256, what, None, "its bytes changed")
+            dest.write(value)
+            return len(value)
+        with value as reader:
+            if _file_digest(reader) != sha256:
+                raise self._corrupt(sha256, what, reader.name, "its bytes changed")
+            reader.seek(0)
+            hasher = hashlib.sha256()
+            size = 0
+            while chunk := reader.read(_CHUNK):
+                hasher.update(chunk)
+                dest.write(chunk)
+                size += len(chunk)
+            if hasher.hexdigest() != sha256:
+                raise self._corrupt(sha256, what, reader.name, "its bytes changed while read")
+        return size
+
+    def _entry(self, sha256: str, what: str) -> bytes | BinaryIO:
+        """The inline bytes of blob *sha256*, or its file opened for reading."""
         cache = self._cache if self._cache is not None else self._open()
         try:
             value = cache.get(sha256, _MISSING, read=True)
@@ -222,23 +245,7 @@ class Store:
             raise self._corrupt(sha256, what, None, f"it is {exc}, not bytes") from None
         if value is _MISSING:
             raise KeyError(sha256)
-        hasher = hashlib.sha256()
-        size = 0
-        if isinstance(value, bytes):
-            hasher.update(value)
-            dest.write(value)
-            size = len(value)
-            location = None
-        else:
-            with value as reader:
-                location = reader.name
-                while chunk := reader.read(_CHUNK):
-                    hasher.update(chunk)
-                    dest.write(chunk)
-                    size += len(chunk)
-        if hasher.hexdigest() != sha256:
-            raise self._corrupt(sha256, what, location, "its bytes changed")
-        return size
+        return value  # type: ignore[no-any-return]
 
     def has(self, sha256: str) -> bool:
         """Whether the store holds blob *sha256* (its bytes are not checked)."""
@@ -272,14 +279,21 @@ class Store:
     def verify(self) -> list[str]:
         """Re-hash every blob; return the digests whose bytes do not match."""
         failed = []
-        with open(os.devnull, "wb") as sink:
-            for digest in list(self.digests()):
-                try:
-                    self.copy_to(digest, sink)
-                except CacheCorruptionError:
-                    failed.append(digest)
-                except KeyError:
-                    continue  # deleted meanwhile
+        for digest in list(self.digests()):
+            try:
+                value = self._entry(digest, "blob")
+            except CacheCorruptionError:
+                failed.append(digest)
+                continue
+            except KeyError:
+                continue  # deleted meanwhile
+            if isinstance(value, bytes):
+                actual = hashlib.sha256(value).hexdigest()
+            else:
+                with value as reader:
+                    actual = _file_digest(reader)
+            if actual != digest:
+                failed.append(digest)
         return failed
 
     # -- housekeeping --------------------------------------------------------------
@@ -327,6 +341,13 @@ def _check_digest(value: str) -> str:
     if not _DIGEST.fullmatch(digest):
         raise ValueError(f"{value!r} is not a sha256 hex digest (64 hex characters)")
     return digest
+
+
+def _file_digest(reader: BinaryIO) -> str:
+    hasher = hashlib.sha256()
+    while chunk := reader.read(_CHUNK):
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _size_text(size: int | None) -> str:
