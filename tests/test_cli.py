@@ -355,9 +355,9 @@ def test_cache_prune_is_safe(run: Run) -> None:
     orphan = store.put_bytes(b"nobody refers to me")
     store.close()
 
-    dry = as_json(run("cache", "prune", "--unreferenced", "--dry-run", "--json"))
+    dry = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--dry-run", "--json"))
     assert dry["sha256"] == [orphan] and dry["dry_run"] is True
-    done = as_json(run("cache", "prune", "--unreferenced", "--yes", "--json"))
+    done = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--yes", "--json"))
     assert done["sha256"] == [orphan] and done["count"] == 1
     assert run("cache", "prune", "--unreferenced", "--yes").stdout.startswith("removed 0")
 
@@ -536,3 +536,77 @@ def test_result_with_corrupt_bytes_writes_nothing_anywhere(run: Run, tmp_path: P
     failed = run("result", job_id, "--out", str(target), code=1)
     assert_one_line_error(failed, "corrupt", job_id)
     assert list(target.parent.iterdir()) == []  # neither the file nor a partial one
+
+
+def test_prune_keeps_young_unreferenced_blobs(run: Run) -> None:
+    from jobledger.store import Store
+
+    with Store(get_paths().store) as store:
+        young = store.put_bytes(b"a batch whose job is not recorded yet")
+    kept = run("cache", "prune", "--unreferenced", "--yes")
+    assert kept.stdout.startswith("removed 0")
+    assert "kept 1 unreferenced blobs stored less than 1 h 0 min ago" in kept.stdout
+    with Store(get_paths().store) as store:
+        assert store.has(young)
+        store.put_bytes(b"a batch whose job is not recorded yet")  # stored again: young again
+        assert [e.stored_at > 0 for e in store.entries()] == [True]
+    body = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--yes", "--json"))
+    assert body["sha256"] == [young] and body["kept_young"] == 0
+
+
+def test_prune_racing_submissions_never_removes_a_recorded_batch(
+    jobledger_home: Path, service: Any
+) -> None:
+    """Submitters and a pruner share one store: every recorded batch must survive.
+
+    The pruner uses a grace period of one second instead of an hour, so that blobs
+    of this test become prunable while it runs; a submission stores its batch and
+    records its job within milliseconds of each other.
+    """
+    import threading
+    import time
+
+    from jobledger.cli.cache import remove_unreferenced, unreferenced_candidates
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    removed: list[str] = []
+
+    def submitter(number: int) -> None:
+        try:
+            with jobledger.connect(service.url, service.token) as conn:
+                count = 0
+                while not stop.is_set():
+                    conn.submit({"submitter": number, "n": count}, "echo")
+                    count += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def pruner() -> None:
+        try:
+            with jobledger.connect(service.url, service.token) as conn:
+                while not stop.is_set():
+                    digests, _ = unreferenced_candidates(conn, min_age=1.0)
+                    removed.extend(remove_unreferenced(conn, digests, min_age=1.0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with jobledger.connect(service.url, service.token) as conn:
+        for n in range(3):  # unreferenced and old enough: the pruner must remove them
+            conn.store.put_bytes(b"orphan %d" % n)
+    time.sleep(1.1)
+    threads = [threading.Thread(target=submitter, args=(n,)) for n in range(3)]
+    threads.append(threading.Thread(target=pruner))
+    for thread in threads:
+        thread.start()
+    time.sleep(2.5)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(removed) >= 3  # the pruner really ran and removed what it may
+    with jobledger.connect(service.url, service.token, offline=True) as conn:
+        rows = conn.registry.read("SELECT batch_sha256 FROM jobs")
+        assert len(rows) > 20
+        missing = [r[0] for r in rows if not conn.store.has(r[0])]
+    assert missing == [], f"{len(missing)} of {len(rows)} recorded batches were pruned"

@@ -17,7 +17,8 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,7 +28,7 @@ import diskcache
 from jobledger.errors import CacheCorruptionError
 from jobledger.paths import ensure_private_dir
 
-__all__ = ["Store", "StoreStats"]
+__all__ = ["Store", "StoreEntry", "StoreStats"]
 
 _CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -42,6 +43,16 @@ class StoreStats:
 
     count: int
     size: int
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One stored blob: its digest, size in bytes and when it was last stored
+    (seconds since the epoch; storing it again refreshes it)."""
+
+    sha256: str
+    size: int
+    stored_at: float
 
 
 @dataclass(frozen=True)
@@ -129,8 +140,9 @@ class Store:
         data = bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         cache = self._cache if self._cache is not None else self._open()
-        if digest not in cache:
-            cache.add(digest, data, retry=True)
+        with cache.transact(retry=True):
+            if not _refresh(cache, digest):
+                cache.add(digest, data, retry=True)
         return digest
 
     def put_stream(
@@ -171,11 +183,11 @@ class Store:
                     f"sha256 {digest} and {size} bytes; nothing was stored, download it "
                     "again (reconnect) and report it if it persists"
                 )
-            if digest in cache:
-                os.remove(full_path)
-            else:
-                # add() removes our file itself if another writer won the race.
-                cache.add(digest, _StagedFile(filename, size), retry=True)
+            with cache.transact(retry=True):
+                if _refresh(cache, digest):
+                    os.remove(full_path)
+                else:
+                    cache.add(digest, _StagedFile(filename, size), retry=True)
         except BaseException:
             _remove_quietly(full_path)
             raise
@@ -271,6 +283,13 @@ class Store:
         cache = self._cache if self._cache is not None else self._open()
         yield from cache.iterkeys()
 
+    def entries(self) -> Iterator[StoreEntry]:
+        """Iterate over every stored blob with its size and storage time."""
+        cache = self._cache if self._cache is not None else self._open()
+        rows = cache._sql("SELECT key, size, store_time FROM Cache WHERE raw = 1").fetchall()
+        for key, size, stored_at in rows:
+            yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
+
     def stats(self) -> StoreStats:
         """The number of blobs and their total size in bytes."""
         cache = self._cache if self._cache is not None else self._open()
@@ -303,6 +322,25 @@ class Store:
         cache = self._cache if self._cache is not None else self._open()
         return bool(cache.delete(sha256, retry=True))
 
+    def delete_if(
+        self, sha256: str, *, stored_before: float, unused: Callable[[str], bool]
+    ) -> bool:
+        """Remove blob *sha256* if it was last stored before *stored_before* (epoch
+        seconds) and ``unused(sha256)`` still holds; return whether it was removed.
+
+        Both are checked while the store is locked for writing, so a writer that
+        stores (or stores again) the blob meanwhile either comes first, and the blob
+        stays, or comes after, and stores it anew.
+        """
+        cache = self._cache if self._cache is not None else self._open()
+        with cache.transact(retry=True):
+            row = cache._sql(
+                "SELECT store_time FROM Cache WHERE key = ? AND raw = 1", (sha256,)
+            ).fetchone()
+            if row is None or float(row[0] or 0.0) >= stored_before or not unused(sha256):
+                return False
+            return bool(cache.delete(sha256, retry=True))
+
     def close(self) -> None:
         """Close this thread's database connection (the store reopens on next use)."""
         with self._lock:
@@ -334,6 +372,17 @@ class Store:
             "reconnect to fetch it again, or run `jobledger cache verify` to check and "
             "drop corrupt entries"
         )
+
+
+def _refresh(cache: diskcache.Cache, digest: str) -> bool:
+    """Mark blob *digest* as stored now, inside the caller's transaction; return
+    whether it was there. A blob stored again is young again, so that pruning
+    never removes a blob that a submission is about to refer to."""
+    # diskcache has no call to change store_time: its table is updated directly.
+    updated = cache._sql(
+        "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1", (time.time(), digest)
+    )
+    return bool(updated.rowcount)
 
 
 def _check_digest(value: str) -> str:
