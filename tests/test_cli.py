@@ -610,3 +610,27 @@ def test_prune_racing_submissions_never_removes_a_recorded_batch(
         assert len(rows) > 20
         missing = [r[0] for r in rows if not conn.store.has(r[0])]
     assert missing == [], f"{len(missing)} of {len(rows)} recorded batches were pruned"
+
+
+def test_a_damaged_store_index_is_one_line_and_cache_repair_recovers(run: Run) -> None:
+    big = submit(run, "blob", "--param", "size=200000")
+    small = submit(run, "echo", "-", input='{"small": true}')
+    for job_id in (big, small):
+        run("wait", job_id)
+        run("result", job_id, "--out", "-")  # stored locally
+    expected = run("result", big, "--out", "-").stdout_bytes
+    store = get_paths().store
+    for extra in ("cache.db-wal", "cache.db-shm"):
+        (store / extra).unlink(missing_ok=True)
+    (store / "cache.db").write_bytes(b"not a database " * 1000)
+
+    for args in (("cache", "info"), ("cache", "verify"), ("result", big, "--out", "-")):
+        failed = run(*args, code=1)
+        assert_one_line_error(failed, str(store / "cache.db"), "jobledger cache repair")
+
+    report = as_json(run("cache", "repair", "--json"))
+    assert report["files"] >= 1 and report["damaged_index"]
+    assert report["not_recovered"] >= 2  # the small result and the batches lived inline
+    assert run("result", big, "--out", "-").stdout_bytes == expected
+    assert as_json(run("result", small, "--json")) == {"small": True}  # downloaded again
+    assert run("cache", "verify").stdout.startswith("checked")

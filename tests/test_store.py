@@ -234,3 +234,62 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
         assert store.stats().count == 60 * 4
         assert store.verify() == []
         assert store.get_bytes(sha(b"b own 7")) == b"b own 7"
+
+
+# -- a damaged index ----------------------------------------------------------------------------
+
+
+def damage_index(store: Store) -> Path:
+    """Overwrite the store's SQLite index with bytes that are not a database."""
+    store.close()
+    index = store.path / "cache.db"
+    for extra in ("cache.db-wal", "cache.db-shm"):
+        (store.path / extra).unlink(missing_ok=True)
+    index.write_bytes(b"this is not an SQLite database, just damage " * 200)
+    return index
+
+
+def test_a_damaged_index_is_corruption_naming_the_file_and_the_repair(store: Store) -> None:
+    digest = store.put_bytes(LARGE)
+    index = damage_index(store)
+    calls = [
+        lambda: store.get_bytes(digest),
+        lambda: store.copy_to(digest, io.BytesIO()),
+        lambda: store.has(digest),
+        lambda: store.stats(),
+        lambda: list(store.digests()),
+        lambda: store.verify(),
+        lambda: store.put_bytes(SMALL),
+        lambda: store.put_stream([LARGE]),
+    ]
+    for call in calls:
+        with pytest.raises(CacheCorruptionError) as info:
+            call()
+        assert str(index) in str(info.value)
+        assert "jobledger cache repair" in str(info.value)
+
+
+def test_repair_recovers_every_blob_whose_file_is_intact(store: Store) -> None:
+    from jobledger.store_repair import repair
+
+    large = [store.put_bytes(os.urandom(50_000 + n)) for n in range(5)]
+    streamed, _ = store.put_stream([b"y" * 70_000])
+    small = [store.put_bytes(b"small %d" % n) for n in range(3)]
+    damage_index(store)
+
+    report = repair(store)
+    assert (report.files, report.inline, report.inline_lost) == (6, 0, None)
+    assert report.damaged_index is not None and report.damaged_index.exists()
+    for digest in [*large, streamed]:
+        assert store.get_bytes(digest)  # readable again, checked against its digest
+    assert not any(store.has(d) for d in small)  # lived inside the damaged index
+    assert store.stats().count == 6
+    assert store.verify() == []
+
+    # A healthy index loses nothing: small blobs are carried over, files re-indexed.
+    again = repair(store)
+    assert (again.files, again.inline, again.inline_lost, again.damaged_index) == (6, 0, 0, None)
+    store.put_bytes(SMALL)
+    third = repair(store)
+    assert (third.files, third.inline) == (6, 1)
+    assert store.get_bytes(sha(SMALL)) == SMALL

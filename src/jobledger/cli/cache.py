@@ -2,6 +2,7 @@
 
 ``cache info`` (or ``cache`` alone) reports the store's size; ``cache verify`` checks
 every blob against its digest and drops corrupt ones the service can send again;
+``cache repair`` rebuilds a damaged index from the blob files;
 ``cache prune`` frees space without ever removing a batch, or a result the service
 no longer has: only unreferenced blobs, or old results the service confirms it keeps.
 A blob stored less than ``PRUNE_MIN_AGE`` seconds ago is never pruned as unreferenced:
@@ -37,6 +38,8 @@ PRUNE_MIN_AGE = 3600.0
 
 def _cache_info(as_json: bool) -> None:
     with open_connection() as conn:
+        partial = conn.store.partial_files()
+        partial_size = sum(p.size for p in partial)
         stats = conn.store.stats()
         referenced = conn.registry.referenced_digests()
         stored = set(conn.store.digests())
@@ -47,6 +50,8 @@ def _cache_info(as_json: bool) -> None:
             "size": stats.size,
             "jobs": conn.registry.count(),
             "unreferenced": len(stored - referenced),
+            "partial": len(partial),
+            "partial_size": partial_size,
         }
     if as_json:
         echo_json(body)
@@ -54,6 +59,11 @@ def _cache_info(as_json: bool) -> None:
     click.echo(f"store:    {body['store']}")
     click.echo(f"blobs:    {body['count']} ({human_size(stats.size)})")
     click.echo(f"jobs:     {body['jobs']} recorded in {body['registry']}")
+    if partial:
+        click.echo(
+            f"partial downloads: {len(partial)} ({human_size(partial_size)}) in "
+            f"{partial[0].path.parent} (removed once their writer is gone)"
+        )
     if body["unreferenced"]:
         click.echo(
             f"unreferenced blobs: {body['unreferenced']} "
@@ -75,6 +85,59 @@ def cache(ctx: click.Context, as_json: bool) -> None:
 def cache_info(as_json: bool) -> None:
     """Show the store's size and how many blobs it holds."""
     _cache_info(as_json)
+
+
+@cache.command("repair")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def cache_repair(as_json: bool) -> None:
+    """Rebuild the store's index from its blob files (after `cache.db` was damaged).
+
+    Every blob file is hashed and indexed again under its digest. Small blobs lived
+    inside the index: those it no longer holds are counted, and downloaded again on
+    next read when the service is reachable. Run it while nothing else uses the store.
+    """
+    from jobledger.store_repair import repair
+
+    with open_connection() as conn:
+        report = repair(conn.store)
+        missing = sorted(conn.registry.referenced_digests() - set(conn.store.digests()))
+        owners = _owners(conn) if missing else {}
+        lost_for_good = sorted(
+            {
+                name
+                for digest in missing
+                for name, _, status in owners.get(digest, [])
+                if status is JobStatus.DELETED
+            }
+        )
+        body = {
+            "store": str(conn.store.path),
+            "files": report.files,
+            "duplicates": report.duplicates,
+            "inline": report.inline,
+            "damaged_index": str(report.damaged_index) if report.damaged_index else None,
+            "partial_removed": report.partial_removed,
+            "not_recovered": len(missing),
+            "not_recovered_jobs": sorted({n for d in missing for n, _, _ in owners.get(d, [])}),
+            "lost_for_good": lost_for_good,
+        }
+    if as_json:
+        echo_json(body)
+        return
+    click.echo(
+        f"rebuilt the index of {body['store']}: {report.files} blob files indexed again, "
+        f"{report.inline} small blobs kept from the old index"
+    )
+    if report.damaged_index:
+        click.echo(f"the damaged index is kept as {report.damaged_index} (delete it at will)")
+    if missing:
+        click.echo(
+            f"{len(missing)} blobs recorded jobs refer to could not be recovered (small "
+            "blobs lived inside the damaged index); they are downloaded again on next "
+            "read while the service is reachable"
+        )
+    if lost_for_good:
+        click.echo("lost for good (the service deleted its copy): " + ", ".join(lost_for_good))
 
 
 def _owners(conn: Connection) -> dict[str, list[tuple[str, str, JobStatus]]]:
