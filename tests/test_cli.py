@@ -634,3 +634,15 @@ def test_a_damaged_store_index_is_one_line_and_cache_repair_recovers(run: Run) -
     assert run("result", big, "--out", "-").stdout_bytes == expected
     assert as_json(run("result", small, "--json")) == {"small": True}  # downloaded again
     assert run("cache", "verify").stdout.startswith("checked")
+
+
+def test_cache_info_reports_partial_downloads(run: Run) -> None:
+    import os
+    import socket
+
+    partial = get_paths().store / "partial"
+    partial.mkdir(parents=True)
+    (partial / f"{socket.gethostname()}-pid{os.getpid()}-x.partial").write_bytes(b"x" * 5000)
+    body = as_json(run("cache", "info", "--json"))
+    assert (body["partial"], body["partial_size"]) == (1, 5000)
+    assert "partial downloads: 1 (4.9 KiB)" in run("cache", "info").stdout

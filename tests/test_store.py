@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,57 @@ def test_repair_recovers_every_blob_whose_file_is_intact(store: Store) -> None:
     third = repair(store)
     assert (third.files, third.inline) == (6, 1)
     assert store.get_bytes(sha(SMALL)) == SMALL
+
+
+# -- interrupted downloads ----------------------------------------------------------------------
+
+
+def test_a_killed_download_leaves_a_findable_partial_file_removed_on_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from jobledger.store import Store
+
+        def chunks():
+            for _ in range(3):
+                yield b"x" * (1 << 20)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed mid-download
+            yield b""
+
+        Store(Path(sys.argv[1])).put_stream(chunks())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], timeout=60, check=False)
+    assert done.returncode == -9
+    with Store(path) as store:
+        left = store.partial_files()
+        assert [p.size for p in left] == [3 << 20]
+        assert left[0].path.parent == path / "partial"
+        assert not any(p.suffix == ".val" for p in path.rglob("*"))  # nothing elsewhere
+        assert store.stats() == StoreStats(0, 0)  # opening the store swept it
+        assert store.partial_files() == []
+
+
+def test_a_live_download_keeps_its_partial_file(tmp_path: Path) -> None:
+    import socket
+
+    from jobledger.store import PARTIAL_MAX_AGE
+
+    path = tmp_path / "store"
+    partial = path / "partial"
+    partial.mkdir(parents=True)
+    host = socket.gethostname()
+    live = partial / f"{host}-pid{os.getpid()}-a.partial"
+    stalled = partial / "elsewhere-pid1-b.partial"
+    fresh_elsewhere = partial / "elsewhere-pid1-c.partial"
+    for file in (live, stalled, fresh_elsewhere):
+        file.write_bytes(b"x" * 10)
+    old = time.time() - PARTIAL_MAX_AGE - 60
+    os.utime(stalled, (old, old))
+    with Store(path) as store:
+        assert store.sweep_partial() == 1
+        assert sorted(p.path for p in store.partial_files()) == sorted([live, fresh_elsewhere])
