@@ -646,3 +646,42 @@ def test_cache_info_reports_partial_downloads(run: Run) -> None:
     body = as_json(run("cache", "info", "--json"))
     assert (body["partial"], body["partial_size"]) == (1, 5000)
     assert "partial downloads: 1 (4.9 KiB)" in run("cache", "info").stdout
+
+
+def test_submit_on_a_full_disk_is_one_line_and_records_nothing(
+    run: Run, jobledger_home: Path
+) -> None:
+    import os
+    import sqlite3
+    import subprocess
+
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(jobledger_home)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.decode().strip()}")
+    try:
+        first = submit(run, "echo", "-", input='{"n": 1}')
+        run("wait", first)
+        run("result", first, "--json")
+        fd = os.open(jobledger_home / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for batch in ('{"n": 2}', json.dumps({"big": "x" * 300_000})):
+            failed = run("submit", "echo", "-", input=batch, code=1)
+            assert_one_line_error(
+                failed, "no space left on device while storing the", "nothing was recorded"
+            )
+        uri = f"{get_paths().registry.as_uri()}?mode=ro&immutable=1"
+        with sqlite3.connect(uri, uri=True) as db:
+            assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+        db.close()
+    finally:
+        subprocess.run(["umount", "-l", str(jobledger_home)], check=False)

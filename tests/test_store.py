@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobledger.errors import CacheCorruptionError
+from jobledger.errors import CacheCorruptionError, StorageFullError
 from jobledger.store import Store, StoreStats
 
 SMALL = b"small blob"
@@ -348,3 +348,71 @@ def test_a_live_download_keeps_its_partial_file(tmp_path: Path) -> None:
     with Store(path) as store:
         assert store.sweep_partial() == 1
         assert sorted(p.path for p in store.partial_files()) == sorted([live, fresh_elsewhere])
+
+
+# -- a full disk -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, to fill up for real (needs root; skipped otherwise)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Write a file until the disk is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        (folder / "probe").write_bytes(b"x" * 8192)
+
+
+def test_reads_work_and_writes_fail_clearly_on_a_full_disk(small_disk: Path) -> None:
+    path = small_disk / "store"
+    with Store(path) as store:
+        small, large = store.put_bytes(SMALL), store.put_bytes(LARGE)
+    fill(small_disk)
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from jobledger.store import Store
+        store = Store(Path({str(path)!r}))
+        assert store.get_bytes({small!r}) == {SMALL!r}
+        assert len(store.get_bytes({large!r})) == {len(LARGE)}
+        assert store.stats().count == 2 and store.verify() == []
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    with Store(path) as store:
+        for write in (
+            lambda: store.put_bytes(os.urandom(200_000), what="batch"),
+            lambda: store.put_bytes(os.urandom(20_000), what="batch"),
+            lambda: store.put_stream([os.urandom(1 << 20)] * 3),
+        ):
+            with pytest.raises(StorageFullError) as info:
+                write()
+            assert str(info.value).startswith("no space left on device while storing the ")
+            assert str(path) in str(info.value) and "nothing was recorded" in str(info.value)
+        assert set(store.digests()) == {small, large}
+        assert store.partial_files() == []

@@ -51,6 +51,7 @@ PARTIAL_MAX_AGE = 15 * 60.0
 REPAIR_HINT = "run `jobledger cache repair` to rebuild it from the blob files"
 
 _CHUNK = 1 << 20
+_NEARLY_FULL = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MODE_RAW = 1
 _MODE_BINARY = 2
@@ -509,7 +510,7 @@ class Store:
                         tag_index=0,
                     )
                 except sqlite3.DatabaseError as exc:
-                    if _is_full(exc) or _is_busy(exc):
+                    if self._is_full(exc) or _is_busy(exc):
                         raise
                     raise self._damaged_index(exc) from None
             return self._cache
@@ -525,11 +526,25 @@ class Store:
                 raise self._full(what) from None
             raise
         except sqlite3.Error as exc:
-            if _is_full(exc):
+            if self._is_full(exc):
                 raise self._full(what) from None
             if _is_busy(exc):
                 raise
             raise self._damaged_index(exc) from None
+
+    def _is_full(self, exc: sqlite3.Error) -> bool:
+        """Whether SQLite failed for lack of space: SQLITE_FULL, or an I/O error
+        (growing the shared-memory file of a WAL index) on a disk with no room."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL or "full" in str(exc):
+            return True
+        if code != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            info = os.statvfs(self.path)
+        except OSError:
+            return False
+        return info.f_bavail * info.f_frsize < _NEARLY_FULL
 
     def _partial_path(self) -> Path:
         folder = ensure_private_dir(self.path / PARTIAL_DIR)
@@ -568,12 +583,6 @@ def _refresh(cache: diskcache.Cache, digest: str) -> bool:
         "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1", (time.time(), digest)
     )
     return bool(updated.rowcount)
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
-        "full" in str(exc) and "disk" in str(exc)
-    )
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
