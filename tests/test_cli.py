@@ -355,9 +355,9 @@ def test_cache_prune_is_safe(run: Run) -> None:
     orphan = store.put_bytes(b"nobody refers to me")
     store.close()
 
-    dry = as_json(run("cache", "prune", "--unreferenced", "--dry-run", "--json"))
+    dry = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--dry-run", "--json"))
     assert dry["sha256"] == [orphan] and dry["dry_run"] is True
-    done = as_json(run("cache", "prune", "--unreferenced", "--yes", "--json"))
+    done = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--yes", "--json"))
     assert done["sha256"] == [orphan] and done["count"] == 1
     assert run("cache", "prune", "--unreferenced", "--yes").stdout.startswith("removed 0")
 
@@ -501,3 +501,187 @@ def test_every_command_has_help_and_a_docs_section() -> None:
         assert shown.exit_code == 0 and "Usage:" in shown.output
         assert path in headings, f"docs/cli.md has no section '## {path}'"
     assert runner.invoke(cli, ["--version"]).output.startswith("jobledger, version")
+
+
+# -- the local store's safety -----------------------------------------------------------------
+
+
+def _stored_result_file(job_id: str) -> Path:
+    from jobledger.jobs import get
+    from jobledger.store import Store
+
+    digest = get(job_id).provenance["result_sha256"]
+    with Store(get_paths().store) as store:
+        path = store.path_of(digest)
+    assert path is not None and path.is_file()
+    return path
+
+
+def test_result_with_corrupt_bytes_writes_nothing_anywhere(run: Run, tmp_path: Path) -> None:
+    job_id = submit(run, "blob", "--param", "size=300000")
+    run("wait", job_id)
+    good = tmp_path / "good.bin"
+    run("result", job_id, "--out", str(good))
+    stored = _stored_result_file(job_id)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the first half would stream before the flip
+    stored.write_bytes(bytes(data))
+
+    piped = run("result", job_id, "--out", "-", code=1)
+    assert piped.stdout_bytes == b""
+    assert_one_line_error(piped, "corrupt", job_id)
+
+    target = tmp_path / "out" / "r.bin"
+    target.parent.mkdir()
+    failed = run("result", job_id, "--out", str(target), code=1)
+    assert_one_line_error(failed, "corrupt", job_id)
+    assert list(target.parent.iterdir()) == []  # neither the file nor a partial one
+
+
+def test_prune_keeps_young_unreferenced_blobs(run: Run) -> None:
+    from jobledger.store import Store
+
+    with Store(get_paths().store) as store:
+        young = store.put_bytes(b"a batch whose job is not recorded yet")
+    kept = run("cache", "prune", "--unreferenced", "--yes")
+    assert kept.stdout.startswith("removed 0")
+    assert "kept 1 unreferenced blobs stored less than 1 h 0 min ago" in kept.stdout
+    with Store(get_paths().store) as store:
+        assert store.has(young)
+        store.put_bytes(b"a batch whose job is not recorded yet")  # stored again: young again
+        assert [e.stored_at > 0 for e in store.entries()] == [True]
+    body = as_json(run("cache", "prune", "--unreferenced", "--min-age", "0", "--yes", "--json"))
+    assert body["sha256"] == [young] and body["kept_young"] == 0
+
+
+def test_prune_racing_submissions_never_removes_a_recorded_batch(
+    jobledger_home: Path, service: Any
+) -> None:
+    """Submitters and a pruner share one store: every recorded batch must survive.
+
+    The pruner uses a grace period of one second instead of an hour, so that blobs
+    of this test become prunable while it runs; a submission stores its batch and
+    records its job within milliseconds of each other.
+    """
+    import threading
+    import time
+
+    from jobledger.cli.cache import remove_unreferenced, unreferenced_candidates
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    removed: list[str] = []
+
+    def submitter(number: int) -> None:
+        try:
+            with jobledger.connect(service.url, service.token) as conn:
+                count = 0
+                while not stop.is_set():
+                    conn.submit({"submitter": number, "n": count}, "echo")
+                    count += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def pruner() -> None:
+        try:
+            with jobledger.connect(service.url, service.token) as conn:
+                while not stop.is_set():
+                    digests, _ = unreferenced_candidates(conn, min_age=1.0)
+                    removed.extend(remove_unreferenced(conn, digests, min_age=1.0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with jobledger.connect(service.url, service.token) as conn:
+        for n in range(3):  # unreferenced and old enough: the pruner must remove them
+            conn.store.put_bytes(b"orphan %d" % n)
+    time.sleep(1.1)
+    threads = [threading.Thread(target=submitter, args=(n,)) for n in range(3)]
+    threads.append(threading.Thread(target=pruner))
+    for thread in threads:
+        thread.start()
+    time.sleep(2.5)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(removed) >= 3  # the pruner really ran and removed what it may
+    with jobledger.connect(service.url, service.token, offline=True) as conn:
+        rows = conn.registry.read("SELECT batch_sha256 FROM jobs")
+        assert len(rows) > 20
+        missing = [r[0] for r in rows if not conn.store.has(r[0])]
+    assert missing == [], f"{len(missing)} of {len(rows)} recorded batches were pruned"
+
+
+def test_a_damaged_store_index_is_one_line_and_cache_repair_recovers(run: Run) -> None:
+    big = submit(run, "blob", "--param", "size=200000")
+    small = submit(run, "echo", "-", input='{"small": true}')
+    for job_id in (big, small):
+        run("wait", job_id)
+        run("result", job_id, "--out", "-")  # stored locally
+    expected = run("result", big, "--out", "-").stdout_bytes
+    store = get_paths().store
+    for extra in ("cache.db-wal", "cache.db-shm"):
+        (store / extra).unlink(missing_ok=True)
+    (store / "cache.db").write_bytes(b"not a database " * 1000)
+
+    for args in (("cache", "info"), ("cache", "verify"), ("result", big, "--out", "-")):
+        failed = run(*args, code=1)
+        assert_one_line_error(failed, str(store / "cache.db"), "jobledger cache repair")
+
+    report = as_json(run("cache", "repair", "--json"))
+    assert report["files"] >= 1 and report["damaged_index"]
+    assert report["not_recovered"] >= 2  # the small result and the batches lived inline
+    assert run("result", big, "--out", "-").stdout_bytes == expected
+    assert as_json(run("result", small, "--json")) == {"small": True}  # downloaded again
+    assert run("cache", "verify").stdout.startswith("checked")
+
+
+def test_cache_info_reports_partial_downloads(run: Run) -> None:
+    import os
+    import socket
+
+    partial = get_paths().store / "partial"
+    partial.mkdir(parents=True)
+    (partial / f"{socket.gethostname()}-pid{os.getpid()}-x.partial").write_bytes(b"x" * 5000)
+    body = as_json(run("cache", "info", "--json"))
+    assert (body["partial"], body["partial_size"]) == (1, 5000)
+    assert "partial downloads: 1 (4.9 KiB)" in run("cache", "info").stdout
+
+
+def test_submit_on_a_full_disk_is_one_line_and_records_nothing(
+    run: Run, jobledger_home: Path
+) -> None:
+    import os
+    import sqlite3
+    import subprocess
+
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(jobledger_home)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.decode().strip()}")
+    try:
+        first = submit(run, "echo", "-", input='{"n": 1}')
+        run("wait", first)
+        run("result", first, "--json")
+        fd = os.open(jobledger_home / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for batch in ('{"n": 2}', json.dumps({"big": "x" * 300_000})):
+            failed = run("submit", "echo", "-", input=batch, code=1)
+            assert_one_line_error(
+                failed, "no space left on device while storing the", "nothing was recorded"
+            )
+        uri = f"{get_paths().registry.as_uri()}?mode=ro&immutable=1"
+        with sqlite3.connect(uri, uri=True) as db:
+            assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+        db.close()
+    finally:
+        subprocess.run(["umount", "-l", str(jobledger_home)], check=False)

@@ -15,6 +15,11 @@ import pytest
 from jobledger import __version__, provenance
 from jobledger.provenance import capture_environment, mask_argv, provenance_digest
 
+# Shaped like a jobledger token: secrets.token_urlsafe(32).
+TOKEN = "q3J8vN2kXw0LbZr5TgYh7mPcD4sAeF1uKo9iWn6xRt0"
+# A configured token that looks like nothing in particular: only known by value.
+PLAIN = "lab-bench-seven"
+
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
@@ -130,10 +135,10 @@ def test_git_missing_is_tolerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["p", "--password", "pw", "x"], ["p", "--password", "***", "x"]),
         (["p", "--api-key", "k"], ["p", "--api-key", "***"]),
         (["p", "--token=abc123"], ["p", "--token=***"]),
-        (["p", "url?token=abc123"], ["p", "***"]),
-        (["p", "PASSWORD=hunter2"], ["p", "***"]),
-        (["p", "secret=x"], ["p", "***"]),
-        (["p", "https://user:hunter2@host/x"], ["p", "https://user:***@host/x"]),
+        (["p", "url?token=abc123"], ["p", "url?token=***"]),
+        (["p", "PASSWORD=hunter2"], ["p", "PASSWORD=***"]),
+        (["p", "secret=x"], ["p", "secret=***"]),
+        (["p", "https://user:hunter2@host/x"], ["p", "https://***@host/x"]),
         (["p", "--shots", "100"], ["p", "--shots", "100"]),
     ],
 )
@@ -197,3 +202,81 @@ def test_capture_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# Fourteen ways a token reaches a program's argv; each must leave no trace of it.
+SHAPES = [
+    ["prog", "--token", TOKEN],
+    ["prog", f"--token={TOKEN}"],
+    ["prog", "-t", TOKEN],
+    ["prog", f"-t{TOKEN}"],
+    ["prog", "--bearer", TOKEN],
+    ["prog", "--key", TOKEN],
+    ["prog", "--api-key", TOKEN],
+    ["prog", TOKEN],
+    ["curl", "-H", f"Authorization: Bearer {TOKEN}", "http://127.0.0.1/v1/jobs"],
+    ["curl", "-H", "Authorization:", "Bearer", TOKEN],
+    ["prog", json.dumps({"token": TOKEN, "shots": 100})],
+    ["env", f"JOBLEDGER_TOKEN={TOKEN}", "python", "run.py"],
+    ["prog", f"http://127.0.0.1:8765/v1/jobs?access_token={TOKEN}&shots=100"],
+    ["prog", f"https://alice:{TOKEN}@jobs.lab.example/v1"],
+]
+
+
+@pytest.mark.parametrize("argv", SHAPES, ids=[" ".join(a)[:40] for a in SHAPES])
+def test_every_shape_of_token_in_argv_is_masked(argv: list[str]) -> None:
+    masked = mask_argv(argv)
+    assert TOKEN not in json.dumps(masked)
+    assert provenance.MASK in " ".join(masked)
+    assert masked[0] == argv[0]
+
+
+@pytest.mark.parametrize("argv", SHAPES, ids=[" ".join(a)[:40] for a in SHAPES])
+def test_a_configured_token_is_masked_by_value_in_every_shape(argv: list[str]) -> None:
+    plain = [item.replace(TOKEN, PLAIN) for item in argv]
+    masked = mask_argv(plain, [PLAIN])
+    assert PLAIN not in json.dumps(masked)
+
+
+def test_what_masking_keeps() -> None:
+    argv = [
+        "/home/alice/experiments/2024/run_grover_search.py",
+        "--backend",
+        "aer_simulator_statevector",
+        "--shots=100",
+        "J01JD7K3V8Q0B6TWXYZ",
+        "SomeLongIdentifierName2024",
+        "--keyboard=us",
+        "https://jobs.lab.example:8765/v1/jobs?shots=100",
+        '{"shots": 100, "backend": "qasm_simulator"}',
+    ]
+    assert mask_argv(argv) == argv
+    masked = mask_argv(["prog", "--password", "hunter2", "--out", "r.json"])
+    assert masked == ["prog", "--password", "***", "--out", "r.json"]
+
+
+def test_urls_lose_their_credentials() -> None:
+    assert provenance.redact_url("http://user:pw@host:8765/v1") == "http://***@host:8765/v1"
+    assert provenance.redact_url("https://tok@host/") == "https://***@host/"
+    assert provenance.redact_url("https://host/x?token=abc&n=1") == "https://host/x?token=***&n=1"
+    assert provenance.redact_url("http://127.0.0.1:8765") == "http://127.0.0.1:8765"
+    assert provenance.redact_url("not a url") == "not a url"
+
+
+def test_tokens_known_to_the_configuration_are_masked_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobledger.config import write_token
+
+    write_token("lab", PLAIN)
+    monkeypatch.setenv("JOBLEDGER_TOKEN", "env-only-secret")
+    assert provenance.known_secrets() == {PLAIN, "env-only-secret"}
+    record = capture_environment(
+        cwd=tmp_path, argv=["run.py", PLAIN, "--note", "env-only-secret"], secrets=["given-1"]
+    )
+    text = json.dumps(record)
+    assert PLAIN not in text
+    assert "env-only-secret" not in text
+    assert record["program"]["argv"] == ["run.py", "***", "--note", "***"]
+    again = capture_environment(cwd=tmp_path, argv=["run.py", "x-given-1-y"], secrets=["given-1"])
+    assert "given-1" not in json.dumps(again)

@@ -9,13 +9,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from jobledger.errors import CacheCorruptionError
+from jobledger.errors import CacheCorruptionError, StorageFullError
 from jobledger.store import Store, StoreStats
 
 SMALL = b"small blob"
@@ -234,3 +235,184 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
         assert store.stats().count == 60 * 4
         assert store.verify() == []
         assert store.get_bytes(sha(b"b own 7")) == b"b own 7"
+
+
+# -- a damaged index ----------------------------------------------------------------------------
+
+
+def damage_index(store: Store) -> Path:
+    """Overwrite the store's SQLite index with bytes that are not a database."""
+    store.close()
+    index = store.path / "cache.db"
+    for extra in ("cache.db-wal", "cache.db-shm"):
+        (store.path / extra).unlink(missing_ok=True)
+    index.write_bytes(b"this is not an SQLite database, just damage " * 200)
+    return index
+
+
+def test_a_damaged_index_is_corruption_naming_the_file_and_the_repair(store: Store) -> None:
+    digest = store.put_bytes(LARGE)
+    index = damage_index(store)
+    calls = [
+        lambda: store.get_bytes(digest),
+        lambda: store.copy_to(digest, io.BytesIO()),
+        lambda: store.has(digest),
+        lambda: store.stats(),
+        lambda: list(store.digests()),
+        lambda: store.verify(),
+        lambda: store.put_bytes(SMALL),
+        lambda: store.put_stream([LARGE]),
+    ]
+    for call in calls:
+        with pytest.raises(CacheCorruptionError) as info:
+            call()
+        assert str(index) in str(info.value)
+        assert "jobledger cache repair" in str(info.value)
+
+
+def test_repair_recovers_every_blob_whose_file_is_intact(store: Store) -> None:
+    from jobledger.store_repair import repair
+
+    large = [store.put_bytes(os.urandom(50_000 + n)) for n in range(5)]
+    streamed, _ = store.put_stream([b"y" * 70_000])
+    small = [store.put_bytes(b"small %d" % n) for n in range(3)]
+    damage_index(store)
+
+    report = repair(store)
+    assert (report.files, report.inline, report.inline_lost) == (6, 0, None)
+    assert report.damaged_index is not None and report.damaged_index.exists()
+    for digest in [*large, streamed]:
+        assert store.get_bytes(digest)  # readable again, checked against its digest
+    assert not any(store.has(d) for d in small)  # lived inside the damaged index
+    assert store.stats().count == 6
+    assert store.verify() == []
+
+    # A healthy index loses nothing: small blobs are carried over, files re-indexed.
+    again = repair(store)
+    assert (again.files, again.inline, again.inline_lost, again.damaged_index) == (6, 0, 0, None)
+    store.put_bytes(SMALL)
+    third = repair(store)
+    assert (third.files, third.inline) == (6, 1)
+    assert store.get_bytes(sha(SMALL)) == SMALL
+
+
+# -- interrupted downloads ----------------------------------------------------------------------
+
+
+def test_a_killed_download_leaves_a_findable_partial_file_removed_on_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pathlib import Path
+        from jobledger.store import Store
+
+        def chunks():
+            for _ in range(3):
+                yield b"x" * (1 << 20)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed mid-download
+            yield b""
+
+        Store(Path(sys.argv[1])).put_stream(chunks())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], timeout=60, check=False)
+    assert done.returncode == -9
+    with Store(path) as store:
+        left = store.partial_files()
+        assert [p.size for p in left] == [3 << 20]
+        assert left[0].path.parent == path / "partial"
+        assert not any(p.suffix == ".val" for p in path.rglob("*"))  # nothing elsewhere
+        assert store.stats() == StoreStats(0, 0)  # opening the store swept it
+        assert store.partial_files() == []
+
+
+def test_a_live_download_keeps_its_partial_file(tmp_path: Path) -> None:
+    import socket
+
+    from jobledger.store import PARTIAL_MAX_AGE
+
+    path = tmp_path / "store"
+    partial = path / "partial"
+    partial.mkdir(parents=True)
+    host = socket.gethostname()
+    live = partial / f"{host}-pid{os.getpid()}-a.partial"
+    stalled = partial / "elsewhere-pid1-b.partial"
+    fresh_elsewhere = partial / "elsewhere-pid1-c.partial"
+    for file in (live, stalled, fresh_elsewhere):
+        file.write_bytes(b"x" * 10)
+    old = time.time() - PARTIAL_MAX_AGE - 60
+    os.utime(stalled, (old, old))
+    with Store(path) as store:
+        assert store.sweep_partial() == 1
+        assert sorted(p.path for p in store.partial_files()) == sorted([live, fresh_elsewhere])
+
+
+# -- a full disk -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, to fill up for real (needs root; skipped otherwise)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Write a file until the disk is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        (folder / "probe").write_bytes(b"x" * 8192)
+
+
+def test_reads_work_and_writes_fail_clearly_on_a_full_disk(small_disk: Path) -> None:
+    path = small_disk / "store"
+    with Store(path) as store:
+        small, large = store.put_bytes(SMALL), store.put_bytes(LARGE)
+    fill(small_disk)
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from jobledger.store import Store
+        store = Store(Path({str(path)!r}))
+        assert store.get_bytes({small!r}) == {SMALL!r}
+        assert len(store.get_bytes({large!r})) == {len(LARGE)}
+        assert store.stats().count == 2 and store.verify() == []
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    with Store(path) as store:
+        for write in (
+            lambda: store.put_bytes(os.urandom(200_000), what="batch"),
+            lambda: store.put_bytes(os.urandom(20_000), what="batch"),
+            lambda: store.put_stream([os.urandom(1 << 20)] * 3),
+        ):
+            with pytest.raises(StorageFullError) as info:
+                write()
+            assert str(info.value).startswith("no space left on device while storing the ")
+            assert str(path) in str(info.value) and "nothing was recorded" in str(info.value)
+        assert set(store.digests()) == {small, large}
+        assert store.partial_files() == []

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobledger.errors import ConfigError
-from jobledger.paths import Paths, get_paths
+from jobledger.paths import Paths, ensure_private_dir, get_paths
 
 __all__ = [
     "Profile",
@@ -551,9 +551,7 @@ def _atomic_write(target: Path, text: str) -> None:
 
 
 def _private_dir(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(folder.stat().st_mode) & 0o077:
-        folder.chmod(0o700)
+    ensure_private_dir(folder)
 
 
 def _toml_str(value: str) -> str:

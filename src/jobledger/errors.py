@@ -22,6 +22,7 @@ __all__ = [
     "RegistryError",
     "ResultNotReadyError",
     "ServiceError",
+    "StorageFullError",
 ]
 
 
@@ -98,3 +99,7 @@ class CacheCorruptionError(JobledgerError):
 class CodecError(JobledgerError, ValueError):
     """Bytes cannot be decoded: an unknown media type, malformed bytes, or an SDK
     that is not installed (the message names the extra to install)."""
+
+
+class StorageFullError(JobledgerError, OSError):
+    """The disk holding jobledger's files is full (or over quota); nothing was recorded."""

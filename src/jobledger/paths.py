@@ -3,20 +3,24 @@
 ``JOBLEDGER_HOME`` puts everything under one folder (``data/``, ``cache/``,
 ``config/``, ``runtime/``); otherwise platformdirs' per-user folders are used. The
 registry and the store live in the *data* folder, never the cache folder: offline
-reads and audits depend on them, so nothing may evict them.
+reads and audits depend on them, so nothing may evict them. Every folder jobledger
+creates is private (mode 0700) whatever the umask: :func:`ensure_private_dir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Paths", "get_paths"]
+__all__ = ["PRIVATE_DIR_MODE", "Paths", "ensure_private_dir", "get_paths"]
 
 APP = "jobledger"
+PRIVATE_DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -90,3 +94,36 @@ def get_paths() -> Paths:
         Path(platformdirs.user_config_dir(APP)),
         runtime,
     )
+
+
+def ensure_private_dir(path: Path | str) -> Path:
+    """Create the folder *path* with mode 0700 whatever the umask, and return it.
+
+    Missing parents are created with mode 0700 too; parents that already exist are
+    left as they are (they may be shared, e.g. ``~/.local/share``). When *path* itself
+    exists with a wider mode it is narrowed to 0700 (when the system lets us).
+
+    :raises OSError: when the folder cannot be created.
+    """
+    folder = Path(path)
+    missing: list[Path] = []
+    probe = folder
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for step in reversed(missing):
+        try:
+            step.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if not step.is_dir():
+                raise
+            continue  # created meanwhile by another process; narrowed below if it is ours
+        # mkdir's mode is filtered by the umask (which cannot widen it): chmod makes it exact.
+        os.chmod(step, PRIVATE_DIR_MODE)
+    # A folder of someone else cannot be narrowed; files can still be created in it.
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            os.chmod(folder, PRIVATE_DIR_MODE)
+    return folder

@@ -5,14 +5,17 @@ job?" with a JSON-able dict: jobledger's and Python's versions, the distribution
 matter (scientific stacks and whatever the program imported), the platform, host and
 user, the program (script path, masked ``argv`` and the script's sha256, or a notebook
 or interactive session) and the git commit of the working directory. It never records
-environment variables, tokens or secret-looking arguments. Because git runs as a
-subprocess, results are cached per process for a short time, so that a loop of
-submissions does not pay for it each time. :func:`provenance_digest` gives the stable
-digest the registry uses to store each distinct record once.
+environment variables; secrets are masked by flag and by value (every token jobledger
+can find in its configuration and ``JOBLEDGER_TOKEN``, bearer headers, token-shaped
+and other random-looking strings, credentials in URLs: see :mod:`jobledger.redact`).
+Because git runs as a subprocess, results are cached per process for a short time,
+so that a loop of submissions does not pay for it each time. :func:`provenance_digest`
+gives the stable digest the registry uses to store each distinct record once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -22,31 +25,44 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture_environment", "clear_cache", "mask_argv", "provenance_digest"]
+from jobledger.redact import MASK, is_secret_name, redact_text, redact_url
+
+__all__ = [
+    "capture_environment",
+    "clear_cache",
+    "known_secrets",
+    "mask_argv",
+    "provenance_digest",
+    "redact_url",
+]
 
 CACHE_TTL = 30.0
 GIT_TIMEOUT = 2.0
 MAX_PACKAGES = 100
 MAX_HASHED_SIZE = 10 << 20
-MASK = "***"
 
 _INTERESTING = re.compile(r"^(numpy|scipy|qiskit.*|qat.*|myqlm.*|cirq.*|pennylane.*)$")
-_SECRET_WORD = r"(token|password|passwd|secret|api[-_]?key|credential|auth)"
-_SECRET_FLAG = re.compile(rf"^--?[\w-]*{_SECRET_WORD}[\w-]*$", re.IGNORECASE)
-_SECRET_FLAG_VALUE = re.compile(rf"^(--?[\w-]*{_SECRET_WORD}[\w-]*=)", re.IGNORECASE)
-_SECRET_ASSIGNMENT = re.compile(rf"{_SECRET_WORD}=", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
+_SECRET_FLAG = re.compile(r"^--?[A-Za-z][\w.-]*$")
+# An item after which the next one is a credential: `-H Authorization: Bearer T` split
+# by the shell into several items.
+_AUTH_SCHEME = re.compile(r"(?i)^(?:.*\bauthorization:?|bearer|basic|digest)$")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, tuple[str, ...] | None], tuple[float, dict[str, Any]]] = {}
+_cache: dict[
+    tuple[str, tuple[str, ...] | None, tuple[str, ...]], tuple[float, dict[str, Any]]
+] = {}
 
 
 def capture_environment(
-    *, cwd: Path | None = None, argv: list[str] | None = None
+    *,
+    cwd: Path | None = None,
+    argv: list[str] | None = None,
+    secrets: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Return the provenance record of a submission made now from *cwd* with *argv*.
 
@@ -54,18 +70,21 @@ def capture_environment(
         current one).
     :param argv: the program's arguments (default: ``sys.argv``); secret-looking
         items are replaced by ``"***"``.
+    :param secrets: values to mask wherever they occur (e.g. the connection's token),
+        besides those :func:`known_secrets` finds.
     :returns: a fresh JSON-able dict with the keys ``jobledger``, ``python``,
         ``packages``, ``platform``, ``host``, ``user``, ``cwd``, ``program`` and
         ``git`` (``None`` outside a git repository or without git).
     """
     folder = str(Path(cwd if cwd is not None else os.getcwd()).absolute())
-    key = (folder, None if argv is None else tuple(argv))
+    given = tuple(sorted({s for s in secrets if s}))
+    key = (folder, None if argv is None else tuple(argv), given)
     now = time.monotonic()
     with _lock:
         hit = _cache.get(key)
     if hit is not None and now - hit[0] < CACHE_TTL:
         return copy.deepcopy(hit[1])
-    record = _capture(Path(folder), argv)
+    record = _capture(Path(folder), argv, known_secrets() | set(given))
     with _lock:
         if len(_cache) > 64:
             _cache.clear()
@@ -85,12 +104,37 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _capture(cwd: Path, argv: list[str] | None) -> dict[str, Any]:
+def known_secrets() -> set[str]:
+    """Every token jobledger can read: ``JOBLEDGER_TOKEN``, the token files of the
+    config folder (whatever their mode) and tokens written inline in ``config.toml``."""
+    from jobledger.config import ENV_TOKEN, load_profiles
+    from jobledger.errors import ConfigError
+    from jobledger.paths import get_paths
+
+    found = {os.environ.get(ENV_TOKEN, "").strip()}
+    paths = get_paths()
+    try:
+        names = os.listdir(paths.tokens)
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            found.add((paths.tokens / name).read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            continue
+    # A malformed config file hides its inline tokens; the others are still known.
+    with contextlib.suppress(ConfigError):
+        found.update(p.token or "" for p in load_profiles(paths)[1].values())
+    found.discard("")
+    return found
+
+
+def _capture(cwd: Path, argv: list[str] | None, secrets: set[str]) -> dict[str, Any]:
     import platform
 
     from jobledger import __version__
 
-    return {
+    record = {
         "jobledger": __version__,
         "python": {
             "version": platform.python_version(),
@@ -106,9 +150,29 @@ def _capture(cwd: Path, argv: list[str] | None) -> dict[str, Any]:
         "host": _host(),
         "user": _user(),
         "cwd": str(cwd),
-        "program": _program(cwd, argv),
+        "program": _program(cwd, argv, secrets),
         "git": _git(cwd),
     }
+    # Nothing else should hold a secret, but a token pasted into a folder name would.
+    scrubbed: dict[str, Any] = _scrub(record, secrets)
+    return scrubbed
+
+
+def _scrub(value: Any, secrets: set[str]) -> Any:
+    if isinstance(value, str):
+        return redact_url(_replace_known(value, secrets))
+    if isinstance(value, dict):
+        return {key: _scrub(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, secrets) for item in value]
+    return value
+
+
+def _replace_known(text: str, secrets: set[str]) -> str:
+    for secret in secrets:
+        if secret in text and (text == secret or len(secret) >= 6):
+            text = text.replace(secret, MASK)
+    return text
 
 
 # -- packages ----------------------------------------------------------------------
@@ -213,9 +277,9 @@ def _user() -> str | None:
         return None
 
 
-def _program(cwd: Path, argv: list[str] | None) -> dict[str, Any]:
+def _program(cwd: Path, argv: list[str] | None, secrets: set[str]) -> dict[str, Any]:
     args = list(sys.argv if argv is None else argv)
-    masked = mask_argv(args)
+    masked = mask_argv(args, secrets)
     main = sys.modules.get("__main__")
     shell = _ipython_shell()
     if shell is not None:
@@ -268,30 +332,28 @@ def _file_sha256(path: Path | None) -> str | None:
         return None
 
 
-def mask_argv(argv: list[str]) -> list[str]:
-    """Return *argv* with secret-looking items replaced by ``"***"``.
+def mask_argv(argv: list[str], secrets: Iterable[str] = ()) -> list[str]:
+    """Return *argv* with every secret in it replaced by ``"***"``.
 
-    Masked: the item after a flag such as ``--token`` or ``--password``, the value of
-    ``--token=...``, any item containing ``token=``, ``password=`` or ``secret=``, and
-    passwords inside URLs.
+    Masked: the item after a flag named like a secret (``--token``, ``--key``,
+    ``--bearer``, ``--api-key``...) and after ``Bearer`` or ``Authorization:``; the
+    values of ``--token=...``, ``TOKEN=...`` and JSON ``"token": ...``; bearer
+    headers; credentials in URLs; the given *secrets* (configured tokens) wherever they
+    occur; and anything shaped like a token or random-looking (see
+    :func:`jobledger.redact.redact_text`).
     """
+    known = [s for s in secrets if s]
     masked: list[str] = []
     hide_next = False
     for item in argv:
-        if hide_next:
+        if hide_next and not item.startswith("--"):
             masked.append(MASK)
             hide_next = False
             continue
-        flag_value = _SECRET_FLAG_VALUE.match(item)
-        if flag_value:
-            masked.append(flag_value.group(1) + MASK)
-        elif _SECRET_FLAG.match(item):
-            masked.append(item)
-            hide_next = True
-        elif _SECRET_ASSIGNMENT.search(item):
-            masked.append(MASK)
-        else:
-            masked.append(_URL_PASSWORD.sub(rf"\g<1>{MASK}@", item))
+        hide_next = bool(
+            (_SECRET_FLAG.match(item) and is_secret_name(item)) or _AUTH_SCHEME.match(item)
+        )
+        masked.append(redact_text(item, known))
     return masked
 
 

@@ -1,36 +1,58 @@
 """The content-addressed blob store: batches and results, checked on every read.
 
 Blobs are kept in a :class:`diskcache.Cache` under their lowercase hex sha256, with
-eviction turned off so that nothing ever disappears silently. Small blobs live in
-the cache's SQLite file, large ones in files of its folder. Every read hashes the
-bytes again and raises :class:`~jobledger.errors.CacheCorruptionError` when they no
-longer match their key. Large downloads are streamed straight into the file that
-becomes the cache entry (hashed on the way, never written twice), and become visible
-only once their digest and size have been checked. Only ``bytes`` go in or come out:
-the store's :class:`diskcache.Disk` refuses pickled keys and values.
+eviction turned off so that nothing ever disappears silently. Small blobs (under
+32 KiB) live in the cache's SQLite index ``cache.db``, large ones in files of its
+folder. Every read hashes the bytes again and raises
+:class:`~jobledger.errors.CacheCorruptionError` when they no longer match their key.
+Reads never write: they query ``cache.db`` through a read-only SQLite connection
+(diskcache itself, which writes its settings when opened, is opened only to write),
+so a full disk or a read-only folder still serves what is stored. A damaged index,
+like a damaged blob, is a ``CacheCorruptionError`` naming the file and
+``jobledger cache repair``, which rebuilds the index from the blob files
+(:mod:`jobledger.store_repair`). Downloads are streamed into ``partial/`` (named by
+host and process), hashed on the way and moved into place only once their digest and
+size have been checked; partial files whose writer is gone are removed when the
+store is next opened. A full disk is a :class:`~jobledger.errors.StorageFullError`.
+Only ``bytes`` go in or come out: the store's :class:`diskcache.Disk` refuses
+pickled keys and values.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import socket
+import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import diskcache
 
-from jobledger.errors import CacheCorruptionError
+from jobledger.errors import CacheCorruptionError, StorageFullError
+from jobledger.paths import ensure_private_dir
 
-__all__ = ["Store", "StoreStats"]
+__all__ = ["INDEX_NAME", "PARTIAL_DIR", "PartialFile", "Store", "StoreEntry", "StoreStats"]
+
+INDEX_NAME = "cache.db"
+PARTIAL_DIR = "partial"
+PARTIAL_SUFFIX = ".partial"
+# A partial file of a live writer on another host, or of a stalled one, is removed
+# only after this long without a write.
+PARTIAL_MAX_AGE = 15 * 60.0
+REPAIR_HINT = "run `jobledger cache repair` to rebuild it from the blob files"
 
 _CHUNK = 1 << 20
+_NEARLY_FULL = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_MISSING = object()
 _MODE_RAW = 1
 _MODE_BINARY = 2
 
@@ -41,6 +63,25 @@ class StoreStats:
 
     count: int
     size: int
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One stored blob: its digest, size in bytes and when it was last stored
+    (seconds since the epoch; storing it again refreshes it)."""
+
+    sha256: str
+    size: int
+    stored_at: float
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """A download in progress (or left by a killed one) in the store's ``partial/``."""
+
+    path: Path
+    size: int
+    modified_at: float
 
 
 @dataclass(frozen=True)
@@ -111,6 +152,13 @@ class Store:
         self.path = Path(path)
         self._cache: diskcache.Cache | None = None
         self._lock = threading.Lock()
+        self._readers = threading.local()
+        self._swept = False
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite index of the store (``cache.db``)."""
+        return self.path / INDEX_NAME
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -123,13 +171,21 @@ class Store:
 
     # -- writing -------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes) -> str:
-        """Store *data* and return its sha256 (hex). Storing twice is harmless."""
-        data = bytes(data)
+    def put_bytes(self, data: bytes, *, what: str = "blob") -> str:
+        """Store *data* and return its sha256 (hex). Storing twice is harmless.
+
+        :param what: what the bytes are, for messages (e.g. ``"batch"``).
+        :raises StorageFullError: when the disk is full; nothing is stored then.
+        :raises CacheCorruptionError: when the store's index is damaged.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
         digest = hashlib.sha256(data).hexdigest()
-        cache = self._cache if self._cache is not None else self._open()
-        if digest not in cache:
-            cache.add(digest, data, retry=True)
+        with self._writing(what):
+            cache = self._writer()
+            with cache.transact(retry=True):
+                if not _refresh(cache, digest):
+                    cache.add(digest, data, retry=True)
         return digest
 
     def put_stream(
@@ -149,35 +205,41 @@ class Store:
             or *expected_size*; nothing is stored then.
         """
         expected = None if expected_sha256 is None else _check_digest(expected_sha256)
-        cache = self._cache if self._cache is not None else self._open()
-        filename, full_path = cache.disk.filename()
-        hasher = hashlib.sha256()
-        size = 0
-        try:
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            with open(full_path, "xb") as writer:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    writer.write(chunk)
-                    size += len(chunk)
-            digest = hasher.hexdigest()
-            if (expected is not None and digest != expected) or (
-                expected_size is not None and size != expected_size
-            ):
-                raise CacheCorruptionError(
-                    "the downloaded bytes do not match the service's digest: expected "
-                    f"sha256 {expected or '(any)'} and {_size_text(expected_size)}, got "
-                    f"sha256 {digest} and {size} bytes; nothing was stored, download it "
-                    "again (reconnect) and report it if it persists"
-                )
-            if digest in cache:
-                os.remove(full_path)
-            else:
-                # add() removes our file itself if another writer won the race.
-                cache.add(digest, _StagedFile(filename, size), retry=True)
-        except BaseException:
-            _remove_quietly(full_path)
-            raise
+        with self._writing("download"):
+            cache = self._writer()
+            partial = self._partial_path()
+            hasher = hashlib.sha256()
+            size = 0
+            final_path: str | None = None
+            try:
+                with open(partial, "xb") as writer:
+                    for chunk in chunks:
+                        hasher.update(chunk)
+                        writer.write(chunk)
+                        size += len(chunk)
+                digest = hasher.hexdigest()
+                if (expected is not None and digest != expected) or (
+                    expected_size is not None and size != expected_size
+                ):
+                    raise CacheCorruptionError(
+                        "the downloaded bytes do not match the service's digest: expected "
+                        f"sha256 {expected or '(any)'} and {_size_text(expected_size)}, got "
+                        f"sha256 {digest} and {size} bytes; nothing was stored, download it "
+                        "again (reconnect) and report it if it persists"
+                    )
+                filename, final_path = cache.disk.filename()
+                os.makedirs(os.path.dirname(final_path), exist_ok=True)
+                os.replace(partial, final_path)
+                with cache.transact(retry=True):
+                    if _refresh(cache, digest):
+                        os.remove(final_path)
+                    else:
+                        cache.add(digest, _StagedFile(filename, size), retry=True)
+            except BaseException:
+                _remove_quietly(str(partial))
+                if final_path is not None:
+                    _remove_quietly(final_path)
+                raise
         return digest, size
 
     # -- reading -------------------------------------------------------------------
@@ -187,128 +249,319 @@ class Store:
 
         :param what: what the blob is, for messages (e.g. ``"result of job J0..."``).
         :raises KeyError: when the store does not hold the blob.
-        :raises CacheCorruptionError: when the bytes no longer match their digest.
+        :raises CacheCorruptionError: when the bytes no longer match their digest, or
+            the store's index is damaged.
         """
-        cache = self._cache if self._cache is not None else self._open()
-        try:
-            data = cache.get(sha256, _MISSING)
-        except _MissingFileError as exc:
-            raise self._corrupt(sha256, what, exc.path, "its file is missing") from None
-        except _UnsafeEntryError as exc:
-            raise self._corrupt(sha256, what, None, f"it is {exc}, not bytes") from None
-        if data is _MISSING:
-            raise KeyError(sha256)
+        value = self._entry(sha256, what)
+        if not isinstance(value, bytes):
+            with value as reader:
+                location = reader.name
+                data = reader.read()
+        else:
+            data, location = value, None
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise self._corrupt(sha256, what, self.path_of(sha256), "its bytes changed")
-        return data  # type: ignore[no-any-return]
+            raise self._corrupt(sha256, what, location, "its bytes changed")
+        return data
 
     def copy_to(self, sha256: str, dest: BinaryIO, *, what: str = "blob") -> int:
-        """Stream blob *sha256* into *dest* while hashing it; return its size.
+        """Copy blob *sha256* into *dest* once its digest is checked; return its size.
 
-        Memory stays bounded for any size. The digest can only be known at the end:
-        on :class:`CacheCorruptionError` the bytes already written to *dest* are
-        wrong and the caller must discard them.
+        Memory stays bounded for any size: a file is hashed first and then streamed
+        from the same open file, so when the bytes do not match nothing reaches
+        *dest*. (Should the file change between the two reads, the copy is hashed too
+        and the error comes after the write: the caller discards *dest* then.)
 
         :raises KeyError: when the store does not hold the blob.
         :raises CacheCorruptionError: when the bytes do not match their digest.
         """
-        cache = self._cache if self._cache is not None else self._open()
-        try:
-            value = cache.get(sha256, _MISSING, read=True)
-        except _MissingFileError as exc:
-            raise self._corrupt(sha256, what, exc.path, "its file is missing") from None
-        except _UnsafeEntryError as exc:
-            raise self._corrupt(sha256, what, None, f"it is {exc}, not bytes") from None
-        if value is _MISSING:
-            raise KeyError(sha256)
-        hasher = hashlib.sha256()
-        size = 0
+        value = self._entry(sha256, what)
         if isinstance(value, bytes):
-            hasher.update(value)
+            if hashlib.sha256(value).hexdigest() != sha256:
+                raise self._corrupt(sha256, what, None, "its bytes changed")
             dest.write(value)
-            size = len(value)
-            location = None
-        else:
-            with value as reader:
-                location = reader.name
-                while chunk := reader.read(_CHUNK):
-                    hasher.update(chunk)
-                    dest.write(chunk)
-                    size += len(chunk)
-        if hasher.hexdigest() != sha256:
-            raise self._corrupt(sha256, what, location, "its bytes changed")
+            return len(value)
+        with value as reader:
+            if _file_digest(reader) != sha256:
+                raise self._corrupt(sha256, what, reader.name, "its bytes changed")
+            reader.seek(0)
+            hasher = hashlib.sha256()
+            size = 0
+            while chunk := reader.read(_CHUNK):
+                hasher.update(chunk)
+                dest.write(chunk)
+                size += len(chunk)
+            if hasher.hexdigest() != sha256:
+                raise self._corrupt(sha256, what, reader.name, "its bytes changed while read")
         return size
+
+    def _entry(self, sha256: str, what: str) -> bytes | BinaryIO:
+        """The inline bytes of blob *sha256*, or its file opened for reading."""
+        rows = self._query(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (sha256,)
+        )
+        if not rows:
+            raise KeyError(sha256)
+        mode, filename, value = rows[0]
+        if mode == _MODE_RAW and isinstance(value, bytes):
+            return value
+        if mode != _MODE_BINARY or not filename:
+            problem = f"it is an entry of mode {mode}, not bytes"
+            raise self._corrupt(sha256, what, None, problem)
+        full_path = self.path / filename
+        try:
+            return open(full_path, "rb")
+        except FileNotFoundError:
+            raise self._corrupt(sha256, what, full_path, "its file is missing") from None
 
     def has(self, sha256: str) -> bool:
         """Whether the store holds blob *sha256* (its bytes are not checked)."""
-        cache = self._cache if self._cache is not None else self._open()
-        return sha256 in cache
+        return bool(self._query("SELECT 1 FROM Cache WHERE key = ? AND raw = 1", (sha256,)))
 
     def path_of(self, sha256: str) -> Path | None:
         """The file holding blob *sha256*, or ``None`` when it is absent or inline."""
-        cache = self._cache if self._cache is not None else self._open()
-        try:
-            value = cache.get(sha256, None, read=True)
-        except _MissingFileError as exc:
-            return Path(exc.path)
-        except _UnsafeEntryError:
+        rows = self._query("SELECT mode, filename FROM Cache WHERE key = ? AND raw = 1", (sha256,))
+        if not rows or rows[0][0] != _MODE_BINARY or not rows[0][1]:
             return None
-        if value is None or isinstance(value, bytes):
-            return None
-        with value as reader:
-            return Path(reader.name)
+        return self.path / str(rows[0][1])
 
     def digests(self) -> Iterator[str]:
         """Iterate over the digests of all stored blobs, in sorted order."""
-        cache = self._cache if self._cache is not None else self._open()
-        yield from cache.iterkeys()
+        for (key,) in self._query("SELECT key FROM Cache WHERE raw = 1 ORDER BY key"):
+            yield str(key)
+
+    def entries(self) -> Iterator[StoreEntry]:
+        """Iterate over every stored blob with its size and storage time."""
+        rows = self._query("SELECT key, size, store_time FROM Cache WHERE raw = 1")
+        for key, size, stored_at in rows:
+            yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
 
     def stats(self) -> StoreStats:
         """The number of blobs and their total size in bytes."""
-        cache = self._cache if self._cache is not None else self._open()
-        return StoreStats(count=int(cache.reset("count")), size=int(cache.reset("size")))
+        rows = self._query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM Cache WHERE raw = 1")
+        return (
+            StoreStats(count=int(rows[0][0]), size=int(rows[0][1])) if rows else StoreStats(0, 0)
+        )
+
+    def partial_files(self) -> list[PartialFile]:
+        """Downloads in progress, or left by killed ones, in ``partial/``."""
+        found = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.path / PARTIAL_DIR):
+                with contextlib.suppress(OSError):
+                    info = entry.stat()
+                    found.append(PartialFile(Path(entry.path), info.st_size, info.st_mtime))
+        return sorted(found, key=lambda p: p.path)
 
     def verify(self) -> list[str]:
         """Re-hash every blob; return the digests whose bytes do not match."""
         failed = []
-        with open(os.devnull, "wb") as sink:
-            for digest in list(self.digests()):
-                try:
-                    self.copy_to(digest, sink)
-                except CacheCorruptionError:
-                    failed.append(digest)
-                except KeyError:
-                    continue  # deleted meanwhile
+        for digest in list(self.digests()):
+            try:
+                value = self._entry(digest, "blob")
+            except CacheCorruptionError:
+                failed.append(digest)
+                continue
+            except KeyError:
+                continue  # deleted meanwhile
+            if isinstance(value, bytes):
+                actual = hashlib.sha256(value).hexdigest()
+            else:
+                with value as reader:
+                    actual = _file_digest(reader)
+            if actual != digest:
+                failed.append(digest)
         return failed
 
     # -- housekeeping --------------------------------------------------------------
 
     def delete(self, sha256: str) -> bool:
         """Remove blob *sha256*; return whether it was there."""
-        cache = self._cache if self._cache is not None else self._open()
-        return bool(cache.delete(sha256, retry=True))
+        with self._writing("change"):
+            return bool(self._writer().delete(sha256, retry=True))
+
+    def delete_if(
+        self, sha256: str, *, stored_before: float, unused: Callable[[str], bool]
+    ) -> bool:
+        """Remove blob *sha256* if it was last stored before *stored_before* (epoch
+        seconds) and ``unused(sha256)`` still holds; return whether it was removed.
+
+        Both are checked while the store is locked for writing, so a writer that
+        stores (or stores again) the blob meanwhile either comes first, and the blob
+        stays, or comes after, and stores it anew.
+        """
+        with self._writing("change"):
+            cache = self._writer()
+            with cache.transact(retry=True):
+                row = cache._sql(
+                    "SELECT store_time FROM Cache WHERE key = ? AND raw = 1", (sha256,)
+                ).fetchone()
+                if row is None or float(row[0] or 0.0) >= stored_before:
+                    return False
+                if not unused(sha256):
+                    return False
+                return bool(cache.delete(sha256, retry=True))
+
+    def adopt_file(self, path: Path) -> tuple[str, bool]:
+        """Index the file *path* (inside the store's folder, outside ``partial/``)
+        under the sha256 of its bytes; return ``(digest, adopted)``.
+
+        Blobs are content-addressed, so any intact blob file can be taken back after
+        hashing it. When the digest is already indexed, the file is a duplicate and is
+        removed (``adopted`` is false).
+        """
+        with open(path, "rb") as reader:
+            digest = _file_digest(reader)
+            size = reader.tell()
+        filename = os.path.relpath(path, self.path)
+        with self._writing("blob"):
+            cache = self._writer()
+            with cache.transact(retry=True):
+                if _refresh(cache, digest):
+                    os.remove(path)
+                    return digest, False
+                cache.add(digest, _StagedFile(filename, size), retry=True)
+        return digest, True
+
+    def sweep_partial(self) -> int:
+        """Remove partial files whose writer is gone (a process of this host that no
+        longer runs) or that were not written for ``PARTIAL_MAX_AGE`` seconds; return
+        how many were removed. A live concurrent download is left alone."""
+        removed = 0
+        now = time.time()
+        host = socket.gethostname()
+        for partial in self.partial_files():
+            writer_host, _, rest = partial.path.name.rpartition("-pid")
+            pid = rest.split("-", 1)[0]
+            gone = writer_host == host and pid.isdigit() and not _alive(int(pid))
+            if gone or now - partial.modified_at > PARTIAL_MAX_AGE:
+                with contextlib.suppress(OSError):
+                    partial.path.unlink()
+                    removed += 1
+        return removed
 
     def close(self) -> None:
-        """Close this thread's database connection (the store reopens on next use)."""
+        """Close this thread's database connections (the store reopens on next use)."""
         with self._lock:
             if self._cache is not None:
                 self._cache.close()
+                # Forget it too: after a repair the index is a new file, whose tables
+                # only a new diskcache.Cache creates.
+                self._cache = None
+        reader = getattr(self._readers, "conn", None)
+        if reader is not None:
+            reader.close()
+            self._readers.conn = None
 
-    def _open(self) -> diskcache.Cache:
+    # -- the two ways in -----------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Run a read-only query on the index; no index yet means no rows."""
+        if not self._swept:
+            self._swept = True
+            with contextlib.suppress(OSError):
+                self.sweep_partial()
+        try:
+            conn = self._reader()
+            if conn is None:
+                return []
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise
+            raise self._damaged_index(exc) from None
+
+    def _reader(self) -> sqlite3.Connection | None:
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is not None:
+            return conn
+        index = self.index_path
+        if not index.exists():
+            return None
+        uri = f"{index.as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+            conn.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc) or "no such table" in str(exc):
+                raise
+            # A WAL index needs its shared-memory file, which a full disk or a read-only
+            # folder cannot create: read the file as it is, once, without locking.
+            return sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False)
+        self._readers.conn = conn
+        return conn
+
+    def _writer(self) -> diskcache.Cache:
+        if self._cache is not None:
+            return self._cache
         with self._lock:
             if self._cache is None:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._cache = diskcache.Cache(
-                    str(self.path),
-                    disk=_BlobDisk,
-                    timeout=60,
-                    eviction_policy="none",
-                    size_limit=2**62,
-                    cull_limit=0,
-                    statistics=0,
-                    tag_index=0,
-                )
+                ensure_private_dir(self.path)
+                with contextlib.suppress(OSError):
+                    self.sweep_partial()
+                try:
+                    self._cache = diskcache.Cache(
+                        str(self.path),
+                        disk=_BlobDisk,
+                        timeout=60,
+                        eviction_policy="none",
+                        size_limit=2**62,
+                        cull_limit=0,
+                        statistics=0,
+                        tag_index=0,
+                    )
+                except sqlite3.DatabaseError as exc:
+                    if self._is_full(exc) or _is_busy(exc):
+                        raise
+                    raise self._damaged_index(exc) from None
             return self._cache
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a full disk into one clear error, and a damaged index into
+        :class:`CacheCorruptionError`."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise self._full(what) from None
+            raise
+        except sqlite3.Error as exc:
+            if self._is_full(exc):
+                raise self._full(what) from None
+            if _is_busy(exc):
+                raise
+            raise self._damaged_index(exc) from None
+
+    def _is_full(self, exc: sqlite3.Error) -> bool:
+        """Whether SQLite failed for lack of space: SQLITE_FULL, or an I/O error
+        (growing the shared-memory file of a WAL index) on a disk with no room."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL or "full" in str(exc):
+            return True
+        if code != sqlite3.SQLITE_IOERR:
+            return False
+        try:
+            info = os.statvfs(self.path)
+        except OSError:
+            return False
+        return info.f_bavail * info.f_frsize < _NEARLY_FULL
+
+    def _partial_path(self) -> Path:
+        folder = ensure_private_dir(self.path / PARTIAL_DIR)
+        name = f"{socket.gethostname()}-pid{os.getpid()}-{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+        return folder / name
+
+    def _full(self, what: str) -> StorageFullError:
+        return StorageFullError(
+            f"no space left on device while storing the {what} in {self.path}; free "
+            "space and retry — nothing was recorded"
+        )
+
+    def _damaged_index(self, exc: sqlite3.Error) -> CacheCorruptionError:
+        return CacheCorruptionError(
+            f"the store's index {self.index_path} is damaged ({exc}); {REPAIR_HINT} "
+            "(small blobs kept inside it are downloaded again when online)"
+        )
 
     def _corrupt(
         self, sha256: str, what: str, location: str | Path | None, problem: str
@@ -321,11 +574,44 @@ class Store:
         )
 
 
+def _refresh(cache: diskcache.Cache, digest: str) -> bool:
+    """Mark blob *digest* as stored now, inside the caller's transaction; return
+    whether it was there. A blob stored again is young again, so that pruning
+    never removes a blob that a submission is about to refer to."""
+    # diskcache has no call to change store_time: its table is updated directly.
+    updated = cache._sql(
+        "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1", (time.time(), digest)
+    )
+    return bool(updated.rowcount)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def _check_digest(value: str) -> str:
     digest = value.strip().lower()
     if not _DIGEST.fullmatch(digest):
         raise ValueError(f"{value!r} is not a sha256 hex digest (64 hex characters)")
     return digest
+
+
+def _file_digest(reader: BinaryIO) -> str:
+    hasher = hashlib.sha256()
+    while chunk := reader.read(_CHUNK):
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _size_text(size: int | None) -> str:

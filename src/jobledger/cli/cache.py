@@ -2,20 +2,25 @@
 
 ``cache info`` (or ``cache`` alone) reports the store's size; ``cache verify`` checks
 every blob against its digest and drops corrupt ones the service can send again;
+``cache repair`` rebuilds a damaged index from the blob files;
 ``cache prune`` frees space without ever removing a batch, or a result the service
 no longer has: only unreferenced blobs, or old results the service confirms it keeps.
+A blob stored less than ``PRUNE_MIN_AGE`` seconds ago is never pruned as unreferenced:
+a submission stores its batch before it records the job that refers to it.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobledger.cli.common import open_connection, spinning
-from jobledger.cli.output import echo_json, human_size
+from jobledger.cli.output import duration, echo_json, human_size
 from jobledger.errors import JobledgerError
 from jobledger.status import JobStatus
 
@@ -23,7 +28,9 @@ if TYPE_CHECKING:
     from jobledger.client.connection import Connection
     from jobledger.store import Store
 
-__all__ = ["cache"]
+__all__ = ["PRUNE_MIN_AGE", "cache", "remove_unreferenced", "unreferenced_candidates"]
+
+PRUNE_MIN_AGE = 3600.0
 
 
 # -- cache -----------------------------------------------------------------------------------
@@ -31,6 +38,8 @@ __all__ = ["cache"]
 
 def _cache_info(as_json: bool) -> None:
     with open_connection() as conn:
+        partial = conn.store.partial_files()
+        partial_size = sum(p.size for p in partial)
         stats = conn.store.stats()
         referenced = conn.registry.referenced_digests()
         stored = set(conn.store.digests())
@@ -41,6 +50,8 @@ def _cache_info(as_json: bool) -> None:
             "size": stats.size,
             "jobs": conn.registry.count(),
             "unreferenced": len(stored - referenced),
+            "partial": len(partial),
+            "partial_size": partial_size,
         }
     if as_json:
         echo_json(body)
@@ -48,6 +59,11 @@ def _cache_info(as_json: bool) -> None:
     click.echo(f"store:    {body['store']}")
     click.echo(f"blobs:    {body['count']} ({human_size(stats.size)})")
     click.echo(f"jobs:     {body['jobs']} recorded in {body['registry']}")
+    if partial:
+        click.echo(
+            f"partial downloads: {len(partial)} ({human_size(partial_size)}) in "
+            f"{partial[0].path.parent} (removed once their writer is gone)"
+        )
     if body["unreferenced"]:
         click.echo(
             f"unreferenced blobs: {body['unreferenced']} "
@@ -69,6 +85,59 @@ def cache(ctx: click.Context, as_json: bool) -> None:
 def cache_info(as_json: bool) -> None:
     """Show the store's size and how many blobs it holds."""
     _cache_info(as_json)
+
+
+@cache.command("repair")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def cache_repair(as_json: bool) -> None:
+    """Rebuild the store's index from its blob files (after `cache.db` was damaged).
+
+    Every blob file is hashed and indexed again under its digest. Small blobs lived
+    inside the index: those it no longer holds are counted, and downloaded again on
+    next read when the service is reachable. Run it while nothing else uses the store.
+    """
+    from jobledger.store_repair import repair
+
+    with open_connection() as conn:
+        report = repair(conn.store)
+        missing = sorted(conn.registry.referenced_digests() - set(conn.store.digests()))
+        owners = _owners(conn) if missing else {}
+        lost_for_good = sorted(
+            {
+                name
+                for digest in missing
+                for name, _, status in owners.get(digest, [])
+                if status is JobStatus.DELETED
+            }
+        )
+        body = {
+            "store": str(conn.store.path),
+            "files": report.files,
+            "duplicates": report.duplicates,
+            "inline": report.inline,
+            "damaged_index": str(report.damaged_index) if report.damaged_index else None,
+            "partial_removed": report.partial_removed,
+            "not_recovered": len(missing),
+            "not_recovered_jobs": sorted({n for d in missing for n, _, _ in owners.get(d, [])}),
+            "lost_for_good": lost_for_good,
+        }
+    if as_json:
+        echo_json(body)
+        return
+    click.echo(
+        f"rebuilt the index of {body['store']}: {report.files} blob files indexed again, "
+        f"{report.inline} small blobs kept from the old index"
+    )
+    if report.damaged_index:
+        click.echo(f"the damaged index is kept as {report.damaged_index} (delete it at will)")
+    if missing:
+        click.echo(
+            f"{len(missing)} blobs recorded jobs refer to could not be recovered (small "
+            "blobs lived inside the damaged index); they are downloaded again on next "
+            "read while the service is reachable"
+        )
+    if lost_for_good:
+        click.echo("lost for good (the service deleted its copy): " + ", ".join(lost_for_good))
 
 
 def _owners(conn: Connection) -> dict[str, list[tuple[str, str, JobStatus]]]:
@@ -174,6 +243,50 @@ def _blob_size(store: Store, digest: str) -> int:
         return 0
 
 
+def unreferenced_candidates(conn: Connection, *, min_age: float) -> tuple[set[str], int]:
+    """Blobs no job refers to, stored more than *min_age* seconds ago; returns
+    ``(digests, how many unreferenced blobs are younger and kept)``."""
+    referenced = conn.registry.referenced_digests()
+    cutoff = time.time() - min_age
+    old: set[str] = set()
+    young = 0
+    for entry in conn.store.entries():
+        if entry.sha256 in referenced:
+            continue
+        if entry.stored_at < cutoff:
+            old.add(entry.sha256)
+        else:
+            young += 1
+    return old, young
+
+
+def remove_unreferenced(conn: Connection, digests: set[str], *, min_age: float) -> list[str]:
+    """Remove those of *digests* that are still unreferenced and older than *min_age*
+    seconds when their turn comes; return the removed ones, sorted.
+
+    Each blob is checked again while the store is locked: a submission that stored it
+    meanwhile made it young again, one that recorded its job made it referenced.
+    """
+    cutoff = time.time() - min_age
+    return [
+        digest
+        for digest in sorted(digests)
+        if conn.store.delete_if(digest, stored_before=cutoff, unused=_unreferenced_in(conn))
+    ]
+
+
+def _unreferenced_in(conn: Connection) -> Callable[[str], bool]:
+    def unused(digest: str) -> bool:
+        rows = conn.registry.read(
+            "SELECT 1 FROM jobs WHERE batch_sha256 = ? OR result_sha256 = ? "
+            "OR instr(extras, ?) > 0 LIMIT 1",
+            (digest, digest, digest),
+        )
+        return not rows
+
+    return unused
+
+
 @cache.command("prune")
 @click.option("--unreferenced", is_flag=True, help="Remove blobs no recorded job refers to.")
 @click.option(
@@ -183,11 +296,25 @@ def _blob_size(store: Store, digest: str) -> int:
     metavar="DAYS",
     help="Remove results of jobs done more than DAYS ago that the service still has.",
 )
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    default=PRUNE_MIN_AGE,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --unreferenced: keep blobs stored less than SECONDS ago (a submission "
+    "stores its batch just before it records the job).",
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def cache_prune(
-    unreferenced: bool, days: float | None, dry_run: bool, yes: bool, as_json: bool
+    unreferenced: bool,
+    days: float | None,
+    min_age: float,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Free space in the local store, safely.
 
@@ -198,8 +325,9 @@ def cache_prune(
         raise click.UsageError("give exactly one of --unreferenced or --older-than DAYS")
     with open_connection() as conn:
         jobs: list[str] = []
+        young = 0
         if unreferenced:
-            digests = set(conn.store.digests()) - conn.registry.referenced_digests()
+            digests, young = unreferenced_candidates(conn, min_age=min_age)
         else:
             assert days is not None
             digests, jobs = _old_results(conn, days)
@@ -211,7 +339,9 @@ def cache_prune(
                 err=True,
             )
         removed = []
-        if not dry_run:
+        if not dry_run and unreferenced:
+            removed = remove_unreferenced(conn, digests, min_age=min_age)
+        elif not dry_run:
             removed = [d for d in sorted(digests) if conn.store.delete(d)]
     body = {
         "dry_run": dry_run,
@@ -219,11 +349,17 @@ def cache_prune(
         "bytes": total,
         "sha256": sorted(digests) if dry_run else removed,
         "jobs": jobs,
+        "kept_young": young,
     }
     if as_json:
         echo_json(body)
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {body['count']} blobs ({human_size(total)})")
+    if young:
+        click.echo(
+            f"kept {young} unreferenced blobs stored less than {duration(min_age)} ago "
+            "(a submission may be about to record them; see --min-age)"
+        )
     if jobs:
         click.echo(f"results of: {', '.join(jobs)} (downloaded again on next read)")

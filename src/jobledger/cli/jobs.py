@@ -9,17 +9,24 @@ can be imported with ``from jobledger.jobs import NAME``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
 
 from jobledger.cli.common import find_job, job_dict, note, open_connection, report_final, wait_for
 from jobledger.cli.output import duration, echo_json, style_status
+from jobledger.errors import JobledgerError, StorageFullError
 
 __all__ = ["alias", "cancel", "delete", "submit", "wait"]
+
+# Below this much free space, a failure to write is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 _MEDIA_NAMES = {
     "json": "application/json",
@@ -82,6 +89,32 @@ def _read_batch(file: BinaryIO | None, media_type: str | None) -> Any:
         ) from None
 
 
+@contextlib.contextmanager
+def _full_disk_is_one_line(data: Path) -> Iterator[None]:
+    """Turn a write that failed on a full disk, in the store or the registry, into
+    one clear line. The batch is stored, and the job recorded in one transaction,
+    before anything is sent, so such a failure leaves nothing recorded."""
+    try:
+        yield
+    except StorageFullError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (JobledgerError, OSError) as exc:
+        if not _nearly_full(data):
+            raise
+        raise click.ClickException(
+            f"no space left on device while storing the batch in {data}; free space and "
+            "retry — nothing was recorded"
+        ) from exc
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        info = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
+    return info.f_bavail * info.f_frsize < _NEARLY_FULL
+
+
 @click.command()
 @click.argument("backend")
 @click.argument("file", required=False, type=click.File("rb"))
@@ -121,14 +154,15 @@ def submit(
     """
     batch = _read_batch(file, media_type)
     with open_connection() as conn:
-        job = conn.submit(
-            batch,
-            backend,
-            params=params,
-            tags=list(tags),
-            alias=alias,
-            session_id=session_id,
-        )
+        with _full_disk_is_one_line(conn.paths.data):
+            job = conn.submit(
+                batch,
+                backend,
+                params=params,
+                tags=list(tags),
+                alias=alias,
+                session_id=session_id,
+            )
         named = f" (alias {job.alias})" if job.alias else ""
         note(f"submitted job {job.job_id}{named} to backend {backend!r}")
         if not as_json:
