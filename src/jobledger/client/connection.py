@@ -36,6 +36,7 @@ from jobledger.errors import JobNotFoundError, OfflineError, ServiceError
 from jobledger.names import ambiguous_message, check_alias, describe_unknown
 from jobledger.paths import Paths, get_paths
 from jobledger.providers.base import JobQuery, Submission
+from jobledger.redact import redact_url
 from jobledger.registry import BlobRef, JobRecord, Registry, ServiceRecord
 from jobledger.status import FINAL_STATES, JobStatus
 
@@ -232,8 +233,9 @@ class Connection:
             except BaseException:
                 provider.close()
                 raise
+            # Credentials written into a URL are never stored or shown.
             service = ServiceRecord(
-                health.service_id, self.config.url, "remote", self.config.profile
+                health.service_id, redact_url(self.config.url), "remote", self.config.profile
             )
         self.registry.upsert_service(service)
         return Binding(provider, service)
@@ -308,7 +310,7 @@ class Connection:
         from jobledger.provenance import capture_environment, provenance_digest
 
         environment = capture_environment()
-        digest = self.store.put_bytes(data)
+        digest = self.store.put_bytes(data, what="batch")
         key = uuid.uuid4().hex
         pk = self.registry.record_submission(
             service=binding.service.id,

@@ -46,6 +46,7 @@ from jobledger.providers.base import (
     StatusBatch,
     Submission,
 )
+from jobledger.redact import redact_url
 from jobledger.status import JobStatus
 
 __all__ = ["HTTPProvider", "job_from_wire"]
@@ -108,6 +109,7 @@ class HTTPProvider:
         timeout: tuple[float, float] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)  # for messages: never credentials
         self.retries = retries
         self.timeout = timeout or timeouts_from_env()
         self._local = threading.local()
@@ -177,14 +179,16 @@ class HTTPProvider:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise OfflineError(
-                f"cannot reach the job service at {self.url} ({_reason(exc)}); check that "
+                f"cannot reach the job service at {self.shown_url} ({_reason(exc)}); check that "
                 "it is running and the URL is right, or work offline with "
                 "JOBLEDGER_OFFLINE=1"
             ) from exc
         except requests.RequestException as exc:
-            raise ServiceError(f"the request to {url} failed ({_reason(exc)})") from exc
+            raise ServiceError(
+                f"the request to {redact_url(url)} failed ({_reason(exc)})"
+            ) from exc
         if response.status_code >= 400:
-            raise _error_from(response, url)
+            raise _error_from(response, redact_url(url))
         return response
 
     def _json(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
@@ -193,7 +197,7 @@ class HTTPProvider:
             return response.json()
         except ValueError as exc:
             raise ServiceError(
-                f"the service at {self.url} answered {path} with something that is not "
+                f"the service at {self.shown_url} answered {path} with something that is not "
                 "JSON; is this URL a jobledger service?",
                 status_code=response.status_code,
             ) from exc
@@ -206,7 +210,7 @@ class HTTPProvider:
         """``GET /v1/health``: protocol, version and the service's stable id."""
         data = self._json("GET", "/v1/health", retry=False)
         if not isinstance(data, dict) or "service_id" not in data:
-            raise ServiceError(f"{self.url} does not look like a jobledger service")
+            raise ServiceError(f"{self.shown_url} does not look like a jobledger service")
         return ServiceHealth(
             str(data["service_id"]), str(data.get("protocol", "")), str(data.get("version", ""))
         )
@@ -308,7 +312,7 @@ class HTTPProvider:
                 media_type=response.headers.get("Content-Type", "application/octet-stream"),
                 sha256=response.headers.get("X-Content-SHA256"),
                 size=int(length) if length and length.isdigit() else None,
-                chunks=_chunks(response, self.url),
+                chunks=_chunks(response, self.shown_url),
             )
         finally:
             response.close()

@@ -102,9 +102,9 @@ def take_backup(registry: Path, reason: str) -> Path:
 
     :param reason: a word for the file name (``daily``, ``migration``, ``restore``).
     """
-    folder = backup_folder(registry)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    from jobledger.paths import ensure_private_dir
+
+    folder = ensure_private_dir(backup_folder(registry))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = folder / f"registry-{stamp}-{reason}.db"
     partial = folder / f".partial-{stamp}-{os.getpid()}.db"

@@ -53,7 +53,9 @@ class RegistryFile:
         if (self.readonly or not self._ready) and not self.path.exists():
             if self.readonly:
                 return None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            from jobledger.paths import ensure_private_dir
+
+            ensure_private_dir(self.path.parent)
         try:
             if self.readonly:
                 conn = self._open_readonly()
