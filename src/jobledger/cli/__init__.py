@@ -83,6 +83,9 @@ for _command in (
     config.config,
     cache.cache,
     audit.audit,
+    audit.export,
+    audit.import_,
+    audit.provenance,
     demo,
 ):
     cli.add_command(_command)
