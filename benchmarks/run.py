@@ -20,6 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.audit import b10_audit_verify
 from benchmarks.common import ROOT, Bench, Figure, Settings, home, machine, scratch_dir
 from benchmarks.heavy import b7_large_result, b8_concurrent_submits
 from benchmarks.local_reads import b1_warm_result, b2_cold_process, b3_first_vs_cached
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Bench], Figure | list[Figure]]] = {
     "B7": b7_large_result,
     "B8": b8_concurrent_submits,
     "B9": b9_end_to_end,
+    "B10": b10_audit_verify,
 }
 DOC = ROOT / "docs" / "performance.md"
 

@@ -7,7 +7,8 @@ become one line on stderr and exit code 1 (usage errors exit 2); ``--debug`` sho
 the traceback instead. Commands that print data take ``--json``, whose field names
 are documented in ``docs/cli.md``. The commands live by topic: :mod:`.jobs` (submit,
 wait, cancel, delete, alias), :mod:`.listing` (ls, sync), :mod:`.show` (show,
-result), :mod:`.config` (config, paths), :mod:`.cache` (cache info|verify|prune) and
+result), :mod:`.config` (config, paths), :mod:`.cache` (cache info|verify|prune),
+:mod:`.audit` (audit verify, export, import, provenance) and
 :mod:`jobledger.service.commands` (serve, service, token); :mod:`.common` holds their
 shared helpers and :mod:`.output` the tables, colours and progress displays. Nothing
 heavy is imported at import time: the registry, store and network stack load inside
@@ -23,7 +24,7 @@ from typing import Any
 import click
 
 from jobledger import __version__
-from jobledger.cli import cache, config, doctor, jobs, listing, show
+from jobledger.cli import audit, cache, config, doctor, jobs, listing, show
 from jobledger.errors import JobledgerError
 from jobledger.service.commands import register as register_service_commands
 
@@ -85,6 +86,10 @@ for _command in (
     config.config,
     cache.cache,
     doctor.doctor,
+    audit.audit,
+    audit.export,
+    audit.import_,
+    audit.provenance,
     demo,
 ):
     cli.add_command(_command)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -401,3 +402,87 @@ class Registry(RegistryFile):
             if row[2]:
                 found.update(json.loads(row[2]).values())
         return found
+
+
+# -- audit reads ------------------------------------------------------------------------
+# Read-only queries for jobledger.audit (verify, export, provenance); they never write.
+
+
+@dataclass(frozen=True)
+class ChainedEvent:
+    """One row of the ``events`` table with its place in the hash chain (schema 4)."""
+
+    id: int
+    job_pk: int | None
+    at: str
+    kind: str
+    detail: str
+    sha256: str | None
+    prev_sha256: str | None
+
+
+def _chained(row: sqlite3.Row) -> ChainedEvent:
+    return ChainedEvent(
+        row["id"],
+        row["job_pk"],
+        row["at"],
+        row["kind"],
+        row["detail"] or "",
+        row["sha256"],
+        row["prev_sha256"],
+    )
+
+
+class AuditReads:
+    """The queries of an audit, on a (read-only) :class:`Registry`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def schema_version(self) -> int:
+        """The file's schema version (0 when there is no registry yet)."""
+        rows = self.registry.read("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(rows[0][0]) if rows else 0
+
+    def events_head(self) -> tuple[int, str] | None:
+        """The id and hash of the last event jobledger wrote (``meta.events_head``)."""
+        rows = self.registry.read("SELECT value FROM meta WHERE key = 'events_head'")
+        if not rows or not rows[0][0]:
+            return None
+        event_id, _, digest = str(rows[0][0]).partition(" ")
+        return int(event_id), digest
+
+    def event_page(self, after: int, limit: int = 10000) -> list[ChainedEvent]:
+        """Events with ids above *after*, in id order, at most *limit* of them."""
+        rows = self.registry.read(
+            "SELECT id, job_pk, at, kind, detail, sha256, prev_sha256 FROM events "
+            "WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [_chained(r) for r in rows]
+
+    def job_events(self, pk: int) -> list[ChainedEvent]:
+        """The job's events with their hashes, oldest first."""
+        rows = self.registry.read(
+            "SELECT id, job_pk, at, kind, detail, sha256, prev_sha256 FROM events "
+            "WHERE job_pk = ? ORDER BY id",
+            (pk,),
+        )
+        return [_chained(r) for r in rows]
+
+    def provenance_text(self, digest: str) -> str | None:
+        """The provenance record with this digest, as stored (JSON text)."""
+        rows = self.registry.read("SELECT record FROM provenance WHERE digest = ?", (digest,))
+        return str(rows[0][0]) if rows else None
+
+    def job_row(self, pk: int) -> dict[str, Any]:
+        """The job's ``jobs`` row, column by column, as stored."""
+        rows = self.registry.read("SELECT * FROM jobs WHERE pk = ?", (pk,))
+        if not rows:
+            raise RegistryError(f"no job #{pk} in the registry {self.registry.path}")
+        return dict(zip(rows[0].keys(), rows[0], strict=True))
+
+    def service_row(self, service_id: str) -> dict[str, Any] | None:
+        """The service's ``services`` row, as stored (it never holds a token)."""
+        rows = self.registry.read("SELECT * FROM services WHERE id = ?", (service_id,))
+        return dict(zip(rows[0].keys(), rows[0], strict=True)) if rows else None

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobledger.errors import RegistryError
+from jobledger.registry.writes import GENESIS, event_digest, set_events_head
 
 __all__ = ["SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -129,8 +130,34 @@ def migration_3(conn: sqlite3.Connection) -> None:
     )
 
 
+def migration_4(conn: sqlite3.Connection) -> None:
+    # Version 4 makes the event log tamper-evident: each row carries the hash of its
+    # content and of the previous row; the rows already there are chained in id order.
+    conn.execute("ALTER TABLE events ADD COLUMN sha256 TEXT")
+    conn.execute("ALTER TABLE events ADD COLUMN prev_sha256 TEXT")
+    prev, last = GENESIS, 0
+    while True:
+        # In pages, so that a log of millions of events is not held in memory.
+        rows = conn.execute(
+            "SELECT id, job_pk, at, kind, detail FROM events WHERE id > ? ORDER BY id LIMIT 10000",
+            (last,),
+        ).fetchall()
+        if not rows:
+            break
+        for event_id, job_pk, at, kind, detail in rows:
+            digest = event_digest(event_id, job_pk, at, kind, detail, prev)
+            conn.execute(
+                "UPDATE events SET sha256 = ?, prev_sha256 = ? WHERE id = ?",
+                (digest, prev, event_id),
+            )
+            prev, last = digest, event_id
+    if last:
+        set_events_head(conn, last, prev)
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
     3: migration_3,
+    4: migration_4,
 }

@@ -4,11 +4,16 @@ Each helper takes the open :class:`sqlite3.Connection` of a
 :meth:`~jobledger.registry.file.RegistryFile.write` transaction: appending to the event
 log, keeping the ``job_tags`` index rows in step with a job's tags, checking that an
 alias is free, inserting a job first seen on the service, and applying the service's
-answer (status, dates, usage, digests) to a row.
+answer (status, dates, usage, digests) to a row. The event log is a hash chain (schema
+4): :func:`add_event` is the only statement that inserts into ``events``; each row
+carries the sha256 of its content and of the previous row (:func:`event_digest`), and
+``meta.events_head`` holds the last row's id and hash, so that an edited, inserted,
+reordered or deleted event can be detected (``jobledger audit verify``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -20,10 +25,59 @@ if TYPE_CHECKING:
     from jobledger.providers.base import RemoteJob
 
 
-def add_event(conn: sqlite3.Connection, pk: int, kind: str, detail: str, at: str) -> None:
+GENESIS = "0" * 64
+"""The ``prev_sha256`` of the first event of a registry."""
+
+
+def event_digest(
+    event_id: int, job_pk: int | None, at: str, kind: str, detail: str, prev_sha256: str
+) -> str:
+    """The sha256 (hex) of one event row's content, chained to the previous row's hash.
+
+    The id is part of the content, so that moving an event to another place in the log
+    changes its hash.
+    """
+    content = [event_id, job_pk, at, kind, detail, prev_sha256]
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def events_head(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    """The id and hash of the last event written by jobledger (``meta.events_head``)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'events_head'").fetchone()
+    if row is None or not row[0]:
+        return None
+    event_id, _, digest = str(row[0]).partition(" ")
+    return int(event_id), digest
+
+
+def set_events_head(conn: sqlite3.Connection, event_id: int, digest: str) -> None:
     conn.execute(
-        "INSERT INTO events (job_pk, at, kind, detail) VALUES (?, ?, ?, ?)", (pk, at, kind, detail)
+        "INSERT INTO meta (key, value) VALUES ('events_head', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (f"{event_id} {digest}",),
     )
+
+
+def add_event(conn: sqlite3.Connection, pk: int | None, kind: str, detail: str, at: str) -> None:
+    """Append an event, chained to the previous one (inside the caller's transaction).
+
+    The previous hash is read from ``meta.events_head`` rather than from the last row,
+    so that a row deleted behind jobledger's back stays visible as a broken link.
+    *pk* is ``None`` for events about the registry itself (e.g. ``dropped``).
+    """
+    last = conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    head = events_head(conn)
+    # Ids are never reused: a dropped tail keeps its ids in the head.
+    event_id = max(last[0] if last else 0, head[0] if head else 0) + 1
+    prev = head[1] if head else GENESIS
+    digest = event_digest(event_id, pk, at, kind, detail, prev)
+    conn.execute(
+        "INSERT INTO events (id, job_pk, at, kind, detail, sha256, prev_sha256) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event_id, pk, at, kind, detail, digest, prev),
+    )
+    set_events_head(conn, event_id, digest)
 
 
 def set_tags(
