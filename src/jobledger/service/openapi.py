@@ -131,7 +131,12 @@ def _paths() -> dict[str, Any]:
     payload = {
         "200": {
             "description": "the bytes, with Content-Type, Content-Length and X-Content-SHA256",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                # A JSON payload is any JSON value; the others are opaque bytes.
+                "application/json": {},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+            },
         }
     }
     job_get = {"parameters": [_JOB_ID]}
@@ -195,8 +200,8 @@ def _paths() -> dict[str, Any]:
                     _query("order", {"type": "string", "enum": ["desc", "asc"]}, ""),
                     _query(
                         "cursor",
-                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "next_cursor of the previous page",
+                        {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                        "next_cursor of the previous page (empty: the first page)",
                     ),
                 ],
                 "responses": {
