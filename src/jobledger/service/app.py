@@ -286,7 +286,7 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def info(request: Request) -> Response:
-        return JSONResponse(wire.job_info(svc.job(request)))
+        return JSONResponse(wire.job_info(await run_in_threadpool(svc.job, request)))
 
     def payload(blob: BlobInfo | None, job: JobRecord, what: str) -> Response:
         if job.status is JobStatus.DELETED:
@@ -306,15 +306,15 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def batch(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return payload(job.batch, job, "batch")
 
     async def result(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return payload(job.result if job.status is JobStatus.DONE else None, job, "result")
 
     async def events(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         if last is not None and not _decimal(last.strip()):
             raise wire.invalid(f"Last-Event-ID must be an event number, not {last!r}")
@@ -324,19 +324,19 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def logs(request: Request) -> Response:
-        job = svc.job(request)
-        lines = [e.data["line"] for e in svc.store.events_after(job.id, 0) if e.kind == "log"]
+        job = await run_in_threadpool(svc.job, request)
+        events = await run_in_threadpool(svc.store.events_after, job.id, 0)
+        lines = [e.data["line"] for e in events if e.kind == "log"]
         return PlainTextResponse("".join(line + "\n" for line in lines))
 
     async def interim(request: Request) -> Response:
-        job = svc.job(request)
-        values = [
-            e.data["value"] for e in svc.store.events_after(job.id, 0) if e.kind == "interim"
-        ]
+        job = await run_in_threadpool(svc.job, request)
+        events = await run_in_threadpool(svc.store.events_after, job.id, 0)
+        values = [e.data["value"] for e in events if e.kind == "interim"]
         return JSONResponse({"interim": values})
 
     async def metrics(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return JSONResponse(
             {
                 "metrics": job.metrics,
@@ -350,20 +350,20 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def cancel(request: Request) -> Response:
-        job = svc.job(request)
-        cancelled = svc.executor.cancel(job.id)
-        current = svc.store.get(job.id)
+        job = await run_in_threadpool(svc.job, request)
+        cancelled = await run_in_threadpool(svc.executor.cancel, job.id)
+        current = await run_in_threadpool(svc.store.get, job.id)
         # A running job is stopped within about a second; answer with its final state.
         for _ in range(50):
             if current is None or current.status.is_final:
                 break
             await asyncio.sleep(0.05)
-            current = svc.store.get(job.id)
+            current = await run_in_threadpool(svc.store.get, job.id)
         status = (current or job).status.value
         return JSONResponse({"cancelled": cancelled, "status": status})
 
     async def delete_files(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         if not job.status.is_final:
             raise ApiError(
                 409,
@@ -371,12 +371,18 @@ def _handlers(svc: Service) -> list[Route]:
                 f"job {job.id} is {job.status.value}; "
                 "cancel it or wait until it is final before deleting its files",
             )
-        before = svc.store.mark_deleted(job.id)
-        deleted = before is not None and before.status is not JobStatus.DELETED
+
+        def delete() -> bool:
+            before = svc.store.mark_deleted(job.id)
+            deleted = before is not None and before.status is not JobStatus.DELETED
+            if deleted:
+                for blob in (job.batch, job.result):
+                    if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
+                        svc.blobs.delete(blob.sha256)
+            return deleted
+
+        deleted = await run_in_threadpool(delete)
         if deleted:
-            for blob in (job.batch, job.result):
-                if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
-                    svc.blobs.delete(blob.sha256)
             svc.broker.notify(job.id)
         return JSONResponse({"deleted": deleted, "status": JobStatus.DELETED.value})
 
