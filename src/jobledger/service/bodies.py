@@ -67,14 +67,20 @@ async def spool(
 ) -> IO[bytes]:
     """Copy a request body into an anonymous temporary file in *folder*; rewind it.
 
+    Small bodies stay in memory; from 1 MiB on they go to disk.
+
     :param declared: the ``Content-Length`` header, checked before anything is read.
     :raises ApiError: 413 when the body is, or says it is, larger than *limit*.
     """
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    text = (declared or "").strip()
+    if text.isascii() and text.isdigit() and int(text) > limit:
         raise too_large(limit)
     folder.mkdir(parents=True, exist_ok=True)
-    # Never fsynced: the body is transient, only the blob made from it is durable.
-    out = tempfile.TemporaryFile(dir=folder, prefix="body-")  # noqa: SIM115 - returned open
+    # In memory up to one chunk (most bodies), then on disk. Never fsynced: the body
+    # is transient, only the blob made from it is durable.
+    out = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - returned open
+        max_size=_CHUNK, dir=str(folder), prefix="body-"
+    )
     size = 0
     try:
         async for chunk in chunks:
