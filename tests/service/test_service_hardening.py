@@ -141,6 +141,8 @@ def test_cursors_are_decimal_and_old_cursors_still_work(http: Any, service: Any)
         answer = http.get("/v1/jobs", params={"cursor": bad}, token=token)
         assert answer.status_code == 422, bad
     assert http.get("/v1/jobs", params={"limit": "\u00b2"}).status_code == 422
+    misspelt = http.get("/v1/jobs", params={"stauts": "DONE"}, token=token)
+    assert misspelt.status_code == 422 and "stauts" in misspelt.json()["error"]["message"]
     assert http.post("/v1/jobs/status", json={}).status_code == 422
 
 

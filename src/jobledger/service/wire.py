@@ -131,8 +131,30 @@ def parse_date(name: str, value: str | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+LIST_PARAMETERS = (
+    "status",
+    "backend",
+    "tag",
+    "created_after",
+    "created_before",
+    "session_id",
+    "limit",
+    "order",
+    "cursor",
+)
+
+
 def parse_filter(query: Any) -> JobFilter:
-    """Build a :class:`JobFilter` from the query parameters of ``GET /v1/jobs``."""
+    """Build a :class:`JobFilter` from the query parameters of ``GET /v1/jobs``.
+
+    :raises ApiError: 422 for an unknown parameter too: a misspelt filter must not
+        silently list every job.
+    """
+    unknown = sorted(set(query.keys()) - set(LIST_PARAMETERS))
+    if unknown:
+        raise invalid(
+            f"unknown query parameter {unknown[0]!r}; use any of: {', '.join(LIST_PARAMETERS)}"
+        )
     statuses = tuple(s.upper() for s in query.getlist("status"))
     for status in statuses:
         if status not in _WIRE_STATUSES:

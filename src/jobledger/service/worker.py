@@ -131,7 +131,7 @@ def _run(order: dict[str, Any], backends: dict[str, Backend], conn: Connection, 
         if ctx.writer is not None and ctx.writer.info is None:
             ctx.writer.discard()
         message = f"the job exceeded its memory limit of {limit_mb} MiB" if limit_mb else None
-        ctx._send("error", message=message or "MemoryError: out of memory")
+        ctx._send("error", message=message or "MemoryError: out of memory", retire=True)
         # A heap that hit its limit may be fragmented or half-built: start afresh.
         return False
     except Exception as exc:

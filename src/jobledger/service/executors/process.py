@@ -50,6 +50,9 @@ class _Worker:
     cancel_requested: bool = False
     limit: Limit = field(default_factory=Limit)
     deadline: float | None = None
+    # The worker said it exits after its job (e.g. it hit its memory limit): give it
+    # no other job, wait for its end and replace it.
+    retiring: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -196,7 +199,7 @@ class Executor:
 
     def _assign(self) -> None:
         for worker in self._workers:
-            if worker.job_id is not None:
+            if worker.job_id is not None or worker.retiring:
                 continue
             record = self._store.claim_next()
             if record is None:
@@ -250,6 +253,7 @@ class Executor:
         worker.kill_at = None
         worker.deadline = None
         worker.cancel_requested = False
+        worker.retiring = bool(message.get("retire"))
         self._notify(job_id)
 
     def _replace(
