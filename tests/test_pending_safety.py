@@ -188,3 +188,43 @@ def test_a_damaged_batch_of_a_sent_job_is_fetched_again(
         assert job.get_batch() == {"payload": [0, 1, 2, 3, 4]}
     done = jobledger_cli("ls", "--json", home=jobledger_home)
     assert done.returncode == 0, done.stderr
+
+
+def test_another_users_token_never_duplicates_a_pending_submission(
+    service_factory: Any, jobledger_home: Path
+) -> None:
+    service = service_factory()
+    # Sent with alice's token, answer lost: the client died right after sending.
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import os, jobledger
+                from jobledger.registry import Registry
+                Registry.acknowledge = lambda *a, **k: os._exit(3)
+                conn = jobledger.connect(url={service.url!r}, token={service.token!r})
+                conn.submit({{"who": "alice"}}, "echo", alias="alices_run")
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "JOBLEDGER_HOME": str(jobledger_home)},
+        check=False,
+    )
+    assert died.returncode == 3, died.stderr
+    bob = service.create_token("bob")
+    with jobledger.connect(url=service.url, token=bob) as conn:
+        report = conn.sync()
+        assert report.resolved == 0 and report.refused == 0
+        assert any("another user" in e for e in report.errors), report.errors
+        (row,) = pending_rows(conn)
+        assert row.alias == "alices_run"
+    assert service_jobs(service, bob) == []
+    with jobledger.connect(url=service.url, token=service.token) as conn:
+        assert conn.sync().resolved == 1
+        assert conn.job("alices_run").result(timeout=30) == {"who": "alice"}
+    assert len(service_jobs(service, service.token)) == 1

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -32,18 +33,22 @@ from starlette.routing import Route
 
 import jobledger
 from jobledger.ids import new_job_id
-from jobledger.service import wire
+from jobledger.service import bodies, wire
 from jobledger.service.auth import TokenAuthority
 from jobledger.service.blobs import BlobInfo, BlobStore
 from jobledger.service.db import Database
 from jobledger.service.events import Broker, sse_stream
 from jobledger.service.executors import Executor
+from jobledger.service.limits import JobLimits, Limit
 from jobledger.service.openapi import openapi_document
 from jobledger.service.plugin import Backend, load_backends, unavailable_reason
 from jobledger.service.store import JobRecord, JobStore, now_iso
 from jobledger.status import JobStatus
 
 __all__ = ["DEFAULT_MAX_BODY", "Service", "create_app"]
+
+# What the service makes (J + 18 Crockford base32 characters), as a route pattern.
+ID_REGEX = "J[0-9A-HJKMNP-TV-Z]{18}"
 
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,200}$")
@@ -63,15 +68,25 @@ class Service:
     executor: Executor
     backends: dict[str, Backend]
     max_body: int
+    limits: dict[str, Limit]
 
     @classmethod
-    def open(cls, data_dir: Path, workers: int, max_body: int) -> Service:
+    def open(
+        cls, data_dir: Path, workers: int, max_body: int, limits: JobLimits | None = None
+    ) -> Service:
         """Open (or create) the service whose data is in *data_dir*."""
         db = Database(data_dir)
         store = JobStore(db)
         blobs = BlobStore(data_dir / "blobs")
         broker = Broker()
-        executor = Executor(store, blobs, workers, broker.notify)
+        backends = load_backends()
+        limits = limits or JobLimits()
+        resolved = limits.resolve(backends)
+
+        def limit_of(name: str) -> Limit:
+            return resolved.get(name) or limits.for_backend(name)
+
+        executor = Executor(store, blobs, workers, broker.notify, limit_of)
         return cls(
             data_dir,
             db,
@@ -80,8 +95,9 @@ class Service:
             TokenAuthority(db),
             broker,
             executor,
-            load_backends(),
+            backends,
             max_body,
+            resolved,
         )
 
     def user(self, request: Request) -> str:
@@ -111,25 +127,46 @@ class Service:
             raise ApiError(404, "not_found", f"no job {job_id!r} on this service")
         return record
 
-    async def body(self, request: Request) -> bytes:
-        """The request body, refused with 413 beyond :attr:`max_body` bytes."""
-        too_large = ApiError(
-            413,
-            "too_large",
-            f"the request body exceeds this service's limit of "
-            f"{self.max_body} bytes (jobledger serve --max-body)",
+    async def spool(self, request: Request) -> IO[bytes]:
+        """The request body in a temporary file; ``413`` beyond :attr:`max_body` bytes.
+
+        ``Content-Length`` is checked before anything is read, and the bytes are
+        counted while they arrive, so an oversized body is never buffered.
+        """
+        return await bodies.spool(
+            request.stream(),
+            request.headers.get("content-length"),
+            self.max_body,
+            self.blobs.root / "tmp",
         )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+    async def json_body(self, request: Request) -> Any:
+        """The request body parsed as strict JSON (see :mod:`jobledger.service.bodies`)."""
+        spooled = await self.spool(request)
+        try:
+            return await run_in_threadpool(lambda: bodies.split_envelope(spooled)[0])
+        finally:
+            spooled.close()
+
+
+def _decimal(text: str) -> bool:
+    # str.isdigit alone accepts digits int() refuses, such as superscripts.
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+class _JobIdConvertor(Convertor[str]):
+    """Matches job ids only, so ``/v1/jobs/status`` is never taken for a job."""
+
+    regex = ID_REGEX
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("job_id", _JobIdConvertor())
 
 
 def _error(
@@ -150,13 +187,21 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(jobledger.__version__))
+        return JSONResponse(openapi_document(jobledger.__version__, sorted(svc.backends)))
 
     async def backends(request: Request) -> Response:
         svc.user(request)
         listed = [
-            {"name": b.name, "version": b.version, "description": b.description}
-            for _, b in sorted(svc.backends.items())
+            {
+                "name": b.name,
+                "version": b.version,
+                "description": b.description,
+                "limits": {
+                    "seconds": svc.limits[name].seconds,
+                    "memory_mb": svc.limits[name].memory_mb,
+                },
+            }
+            for name, b in sorted(svc.backends.items())
             if unavailable_reason(b) is None
         ]
         return JSONResponse({"backends": listed})
@@ -166,15 +211,28 @@ def _handlers(svc: Service) -> list[Route]:
         key = request.headers.get("idempotency-key")
         if key is not None and not _IDEMPOTENCY_KEY.match(key):
             raise wire.invalid("Idempotency-Key must be 1-200 printable ASCII characters")
-        if key is not None and (earlier := svc.store.idempotent_job(user, key)):
-            found = svc.store.get(earlier)
+        if key is not None:
+            earlier = await run_in_threadpool(svc.store.idempotent_job, user, key)
+            found = None if earlier is None else await run_in_threadpool(svc.store.get, earlier)
             if found is not None:
                 return JSONResponse(wire.job_info(found), 200)
-        raw = await svc.body(request)
-        parsed = await run_in_threadpool(
-            lambda: wire.parse_submit(wire.parse_json(raw), svc.backends)
-        )
-        batch = await run_in_threadpool(svc.blobs.put, parsed.data, parsed.media_type)
+            # A key another user sent means a client is re-sending a submission with
+            # the wrong credentials: creating a second job under them would duplicate it.
+            owner = await run_in_threadpool(svc.store.key_owner, key)
+            if owner is not None and owner != user:
+                raise wire.ApiError(
+                    409,
+                    "idempotency_key_in_use",
+                    "this Idempotency-Key was sent by another user; send it again with the "
+                    "token that first sent it",
+                )
+        spooled = await svc.spool(request)
+        try:
+            parsed, batch = await run_in_threadpool(
+                bodies.read_submit, spooled, svc.backends, svc.blobs
+            )
+        finally:
+            spooled.close()
         record = JobRecord(
             seq=0,
             id=new_job_id(),
@@ -194,7 +252,7 @@ def _handlers(svc: Service) -> list[Route]:
             usage_seconds=None,
             metrics={},
         )
-        job, created = svc.store.insert(record, key)
+        job, created = await run_in_threadpool(svc.store.insert, record, key)
         if created:
             svc.executor.wake()
         return JSONResponse(wire.job_info(job), 201 if created else 200)
@@ -204,25 +262,33 @@ def _handlers(svc: Service) -> list[Route]:
         query = request.query_params
         flt = wire.parse_filter(query)
         limit_text = query.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= wire.MAX_IDS:
+        if not _decimal(limit_text) or not 1 <= int(limit_text) <= wire.MAX_IDS:
             raise wire.invalid(f"limit must be an integer from 1 to {wire.MAX_IDS}")
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
             raise wire.invalid("order must be 'asc' or 'desc'")
         limit = int(limit_text)
         after = wire.decode_cursor(query.get("cursor"))
-        page = svc.store.list_jobs(
-            user, flt, limit=limit + 1, after_seq=after, descending=order == "desc"
+        page = await run_in_threadpool(
+            lambda: svc.store.list_jobs(
+                user, flt, limit=limit + 1, after_seq=after, descending=order == "desc"
+            )
         )
         next_cursor = wire.encode_cursor(page[limit - 1].seq) if len(page) > limit else None
         return JSONResponse(
             {"jobs": [wire.job_info(j) for j in page[:limit]], "next_cursor": next_cursor}
         )
 
+    async def jobs(request: Request) -> Response:
+        # One route for both methods, so a 405 on /v1/jobs lists both in Allow.
+        if request.method == "POST":
+            return await submit(request)
+        return await list_jobs(request)
+
     async def statuses(request: Request) -> Response:
         user = svc.user(request)
-        ids = wire.parse_ids(wire.parse_json(await svc.body(request)))
-        found = svc.store.many(user, ids)
+        ids = wire.parse_ids(await svc.json_body(request))
+        found = await run_in_threadpool(svc.store.many, user, ids)
         return JSONResponse(
             {
                 "jobs": [wire.status_entry(found[i]) for i in dict.fromkeys(ids) if i in found],
@@ -231,7 +297,7 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def info(request: Request) -> Response:
-        return JSONResponse(wire.job_info(svc.job(request)))
+        return JSONResponse(wire.job_info(await run_in_threadpool(svc.job, request)))
 
     def payload(blob: BlobInfo | None, job: JobRecord, what: str) -> Response:
         if job.status is JobStatus.DELETED:
@@ -251,17 +317,17 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def batch(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return payload(job.batch, job, "batch")
 
     async def result(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return payload(job.result if job.status is JobStatus.DONE else None, job, "result")
 
     async def events(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-        if last is not None and not last.strip().isdigit():
+        if last is not None and not _decimal(last.strip()):
             raise wire.invalid(f"Last-Event-ID must be an event number, not {last!r}")
         stream = sse_stream(svc.store, svc.broker, job.id, int(last or 0))
         return StreamingResponse(
@@ -269,19 +335,19 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def logs(request: Request) -> Response:
-        job = svc.job(request)
-        lines = [e.data["line"] for e in svc.store.events_after(job.id, 0) if e.kind == "log"]
+        job = await run_in_threadpool(svc.job, request)
+        events = await run_in_threadpool(svc.store.events_after, job.id, 0)
+        lines = [e.data["line"] for e in events if e.kind == "log"]
         return PlainTextResponse("".join(line + "\n" for line in lines))
 
     async def interim(request: Request) -> Response:
-        job = svc.job(request)
-        values = [
-            e.data["value"] for e in svc.store.events_after(job.id, 0) if e.kind == "interim"
-        ]
+        job = await run_in_threadpool(svc.job, request)
+        events = await run_in_threadpool(svc.store.events_after, job.id, 0)
+        values = [e.data["value"] for e in events if e.kind == "interim"]
         return JSONResponse({"interim": values})
 
     async def metrics(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         return JSONResponse(
             {
                 "metrics": job.metrics,
@@ -295,20 +361,20 @@ def _handlers(svc: Service) -> list[Route]:
         )
 
     async def cancel(request: Request) -> Response:
-        job = svc.job(request)
-        cancelled = svc.executor.cancel(job.id)
-        current = svc.store.get(job.id)
+        job = await run_in_threadpool(svc.job, request)
+        cancelled = await run_in_threadpool(svc.executor.cancel, job.id)
+        current = await run_in_threadpool(svc.store.get, job.id)
         # A running job is stopped within about a second; answer with its final state.
         for _ in range(50):
             if current is None or current.status.is_final:
                 break
             await asyncio.sleep(0.05)
-            current = svc.store.get(job.id)
+            current = await run_in_threadpool(svc.store.get, job.id)
         status = (current or job).status.value
         return JSONResponse({"cancelled": cancelled, "status": status})
 
     async def delete_files(request: Request) -> Response:
-        job = svc.job(request)
+        job = await run_in_threadpool(svc.job, request)
         if not job.status.is_final:
             raise ApiError(
                 409,
@@ -316,12 +382,18 @@ def _handlers(svc: Service) -> list[Route]:
                 f"job {job.id} is {job.status.value}; "
                 "cancel it or wait until it is final before deleting its files",
             )
-        before = svc.store.mark_deleted(job.id)
-        deleted = before is not None and before.status is not JobStatus.DELETED
+
+        def delete() -> bool:
+            before = svc.store.mark_deleted(job.id)
+            deleted = before is not None and before.status is not JobStatus.DELETED
+            if deleted:
+                for blob in (job.batch, job.result):
+                    if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
+                        svc.blobs.delete(blob.sha256)
+            return deleted
+
+        deleted = await run_in_threadpool(delete)
         if deleted:
-            for blob in (job.batch, job.result):
-                if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
-                    svc.blobs.delete(blob.sha256)
             svc.broker.notify(job.id)
         return JSONResponse({"deleted": deleted, "status": JobStatus.DELETED.value})
 
@@ -329,18 +401,17 @@ def _handlers(svc: Service) -> list[Route]:
         Route("/v1/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/backends", backends, methods=["GET"]),
-        Route("/v1/jobs", submit, methods=["POST"]),
-        Route("/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/v1/jobs", jobs, methods=["GET", "POST"]),
         Route("/v1/jobs/status", statuses, methods=["POST"]),
-        Route("/v1/jobs/{job_id}", info, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/batch", batch, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/result", result, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/events", events, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/logs", logs, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/metrics", metrics, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/interim", interim, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-        Route("/v1/jobs/{job_id}/files", delete_files, methods=["DELETE"]),
+        Route("/v1/jobs/{job_id:job_id}", info, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/batch", batch, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/result", result, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/events", events, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/logs", logs, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/metrics", metrics, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/interim", interim, methods=["GET"]),
+        Route("/v1/jobs/{job_id:job_id}/cancel", cancel, methods=["POST"]),
+        Route("/v1/jobs/{job_id:job_id}/files", delete_files, methods=["DELETE"]),
     ]
 
 
@@ -378,7 +449,10 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
-            return _error(404, "not_found", f"no route {request.url.path!r}; see /openapi.json")
+            path = request.url.path
+            if path.startswith("/v1/jobs/") and path.count("/") == 3:
+                return _error(404, "not_found", f"no job {path[9:]!r} on this service")
+            return _error(404, "not_found", f"no route {path!r}; see /openapi.json")
         if exc.status_code == 405:
             return _error(
                 405,

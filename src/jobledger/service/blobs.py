@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 __all__ = ["BlobInfo", "BlobStore", "BlobWriter"]
 
@@ -53,6 +54,20 @@ class BlobWriter:
         self._size += len(data)
         return len(data)
 
+    @property
+    def size(self) -> int:
+        """The number of bytes written so far."""
+        return self._size
+
+    def hexdigest(self) -> str:
+        """The sha256 of the bytes written so far."""
+        return self._hash.hexdigest()
+
+    def read_back(self) -> IO[bytes]:
+        """Open the bytes written so far for reading (before :meth:`commit`)."""
+        self._file.flush()
+        return open(self._tmp, "rb")
+
     def writable(self) -> bool:
         """Always true: this is a write-only stream."""
         return True
@@ -73,6 +88,8 @@ class BlobWriter:
 
     def discard(self) -> None:
         """Close and remove the temporary file (nothing is stored)."""
+        if self.info is not None:
+            return
         self._file.close()
         self._tmp.unlink(missing_ok=True)
 

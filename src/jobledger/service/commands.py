@@ -56,6 +56,46 @@ def _default_data() -> Path:
     show_default=True,
     help="Largest accepted request body, in bytes.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    envvar="JOBLEDGER_MAX_CONNECTIONS",
+    help="Open connections at most (lowered to fit the descriptor limit).",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0.1),
+    default=20.0,
+    show_default=True,
+    envvar="JOBLEDGER_REQUEST_TIMEOUT",
+    help="Seconds a request head may take to arrive, and a request body may stall.",
+)
+@click.option(
+    "--keep-alive",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    envvar="JOBLEDGER_KEEP_ALIVE",
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--job-timeout",
+    multiple=True,
+    metavar="[BACKEND=]SECONDS",
+    envvar="JOBLEDGER_JOB_TIMEOUT",
+    help="Wall-time limit of a job (0: none, the default); repeat with BACKEND=SECONDS "
+    "for one backend.",
+)
+@click.option(
+    "--job-memory",
+    multiple=True,
+    metavar="[BACKEND=]MIB",
+    envvar="JOBLEDGER_JOB_MEMORY",
+    help="Address-space limit of a job in MiB (0: none, the default); repeat with "
+    "BACKEND=MIB for one backend.",
+)
 @click.option("--runtime-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 def serve(
@@ -64,10 +104,28 @@ def serve(
     data: Path | None,
     workers: int | None,
     max_body: int,
+    max_connections: int,
+    request_timeout: float,
+    keep_alive: int,
+    job_timeout: tuple[str, ...],
+    job_memory: tuple[str, ...],
     runtime_file: Path | None,
     token_file: Path | None,
 ) -> None:
     """Run the reference job service in the foreground (Ctrl-C stops it)."""
+    from jobledger.service.limits import JobLimits, parse_limit_options
+
+    try:
+        seconds, backend_seconds = parse_limit_options(job_timeout, "--job-timeout")
+        memory, backend_memory = parse_limit_options(job_memory, "--job-memory")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    limits = JobLimits(
+        seconds,
+        int(memory),
+        backend_seconds,
+        {name: int(mib) for name, mib in backend_memory.items()},
+    )
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise click.ClickException(
@@ -84,6 +142,10 @@ def serve(
             max_body=max_body,
             runtime_file=runtime_file,
             token_file=token_file,
+            max_connections=max_connections,
+            request_timeout=request_timeout,
+            keep_alive=keep_alive,
+            limits=limits,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     job_id TEXT NOT NULL,
     PRIMARY KEY (owner, key)
 );
+CREATE INDEX IF NOT EXISTS idempotency_key ON idempotency (key);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,

@@ -41,6 +41,8 @@ _JOB_ID = {
     "schema": {"type": "string", "pattern": "^J[0-9A-HJKMNP-TV-Z]{18}$"},
 }
 _DATE = {"type": ["string", "null"], "format": "date-time"}
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": 2**53}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -105,8 +107,12 @@ _SCHEMAS: dict[str, Any] = {
                             "application/x-npy",
                         ],
                     },
-                    "data": {"type": "string", "contentEncoding": "base64"},
-                    "sha256": {"type": "string"},
+                    "data": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "pattern": _BASE64,
+                    },
+                    "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
                 },
             },
             "params": {"type": "object"},
@@ -125,7 +131,12 @@ def _paths() -> dict[str, Any]:
     payload = {
         "200": {
             "description": "the bytes, with Content-Type, Content-Length and X-Content-SHA256",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                # A JSON payload is any JSON value; the others are opaque bytes.
+                "application/json": {},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+            },
         }
     }
     job_get = {"parameters": [_JOB_ID]}
@@ -160,7 +171,7 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,200}$"},
                     }
                 ],
                 "requestBody": {
@@ -173,7 +184,7 @@ def _paths() -> dict[str, Any]:
                         _ref("JobInfo"),
                         "the job of an earlier submit with the same Idempotency-Key",
                     ),
-                    **_errors(401, 413, 422),
+                    **_errors(401, 409, 413, 422),
                 },
             },
             "get": {
@@ -187,7 +198,11 @@ def _paths() -> dict[str, Any]:
                     _query("session_id", {"type": "string"}, ""),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, ""),
                     _query("order", {"type": "string", "enum": ["desc", "asc"]}, ""),
-                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    _query(
+                        "cursor",
+                        {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                        "next_cursor of the previous page (empty: the first page)",
+                    ),
                 ],
                 "responses": {
                     "200": _json(
@@ -213,6 +228,7 @@ def _paths() -> dict[str, Any]:
                         "application/json": {
                             "schema": {
                                 "type": "object",
+                                "required": ["ids"],
                                 "properties": {
                                     "ids": {
                                         "type": "array",
@@ -256,8 +272,8 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "Server-sent events: status, interim, log, metric",
                 "parameters": [
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}},
-                    _query("last_event_id", {"type": "integer"}, "resume after"),
+                    {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
+                    _query("last_event_id", _EVENT_ID, "resume after"),
                 ],
                 "responses": {
                     "200": {
@@ -321,8 +337,19 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for a server of *version*."""
+def openapi_document(version: str, backends: list[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a server of *version* serving *backends*.
+
+    With *backends* given, a submit's ``backend`` is an enum of those names: what
+    this server accepts, rather than any string.
+    """
+    schemas = dict(_SCHEMAS)
+    if backends is not None:
+        submit = dict(schemas["SubmitRequest"])
+        properties = dict(submit["properties"])
+        properties["backend"] = {"type": "string", "enum": list(backends)}
+        submit["properties"] = properties
+        schemas["SubmitRequest"] = submit
     return {
         "openapi": "3.1.0",
         "info": {
@@ -332,7 +359,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "paths": _paths(),
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],

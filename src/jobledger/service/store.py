@@ -10,7 +10,9 @@ the insertion order (``seq``); a queued job's position is computed from it.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,34 @@ STOPPED_MESSAGE = "the service stopped while the job was running; submit it agai
 def now_iso() -> str:
     """The current UTC time in the protocol's date format."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _no_constant(name: str) -> None:
+    return None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _stored_json(text: str | None, kind: type[Any]) -> Any:
+    """Decode a JSON column, forgiving what older versions let through.
+
+    Rows written before non-finite numbers were refused at the door may hold
+    ``NaN`` or ``Infinity``; those read as ``null``, so one such row can always
+    be answered as JSON. A column that is not JSON at all reads as empty.
+    """
+    try:
+        value = json.loads(text or "", parse_constant=_no_constant, parse_float=_finite_or_none)
+    except (ValueError, RecursionError):
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+def _dumps(value: Any) -> str:
+    # Refuse NaN and Infinity: they are not JSON, and no reader could answer them.
+    return json.dumps(value, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -74,13 +104,13 @@ class JobRecord:
             started_at=row["started_at"],
             ended_at=row["ended_at"],
             message=row["message"],
-            tags=json.loads(row["tags"]),
+            tags=_stored_json(row["tags"], list),
             session_id=row["session_id"],
-            params=json.loads(row["params"]),
+            params=_stored_json(row["params"], dict),
             batch=blob("batch"),
             result=blob("result"),
             usage_seconds=row["usage_seconds"],
-            metrics=json.loads(row["metrics"]),
+            metrics=_stored_json(row["metrics"], dict),
             queue_position=queue_position,
         )
 
@@ -106,9 +136,17 @@ class JobFilter:
     session_id: str | None = None
 
 
+# For one job: count the queued jobs up to it through the (status, seq) index.
 _QUEUE_POSITION = (
     "CASE WHEN j.status = 'QUEUED' THEN "
     "(SELECT COUNT(*) FROM jobs q WHERE q.status = 'QUEUED' AND q.seq <= j.seq) END"
+)
+# For many jobs: number the queued jobs once, in one ordered scan of that index,
+# instead of one count per job (which is quadratic in the queue's length).
+_QUEUE_POSITIONS = (
+    "SELECT seq, pos FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS pos "
+    "FROM jobs WHERE status = 'QUEUED' AND seq <= ?) "
+    "WHERE seq IN (SELECT value FROM json_each(?))"
 )
 
 
@@ -130,21 +168,38 @@ class JobStore:
         row = self.db.conn().execute(sql, args).fetchone()
         return None if row is None else JobRecord.from_row(row, row["qpos"])
 
+    def _records(self, rows: Iterable[sqlite3.Row]) -> list[JobRecord]:
+        """Decode *rows*, with queue positions found in one scan; skip unreadable rows."""
+        rows = list(rows)
+        queued = [int(row["seq"]) for row in rows if row["status"] == "QUEUED"]
+        positions: dict[int, int] = {}
+        if queued:
+            found = self.db.conn().execute(_QUEUE_POSITIONS, (max(queued), json.dumps(queued)))
+            positions = {int(seq): int(pos) for seq, pos in found}
+        records = []
+        for row in rows:
+            try:
+                records.append(JobRecord.from_row(row, positions.get(int(row["seq"]))))
+            except (ValueError, KeyError, TypeError) as exc:
+                # One damaged row must not take a whole listing down.
+                print(
+                    f"jobledger service: skipping unreadable job row {row['id']!r}: {exc}",
+                    file=sys.stderr,
+                )
+        return records
+
     def many(self, owner: str, ids: Iterable[str]) -> dict[str, JobRecord]:
         """The jobs of *owner* among *ids*, keyed by id."""
         wanted = list(dict.fromkeys(ids))
-        found: dict[str, JobRecord] = {}
+        rows: list[sqlite3.Row] = []
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.db.conn().execute(
-                f"SELECT j.*, {_QUEUE_POSITION} AS qpos FROM jobs j "
-                f"WHERE j.owner = ? AND j.id IN ({marks})",
+            rows += self.db.conn().execute(
+                f"SELECT j.* FROM jobs j WHERE j.owner = ? AND j.id IN ({marks})",
                 [owner, *chunk],
             )
-            for row in rows:
-                found[row["id"]] = JobRecord.from_row(row, row["qpos"])
-        return found
+        return {record.id: record for record in self._records(rows)}
 
     def list_jobs(
         self, owner: str, flt: JobFilter, *, limit: int, after_seq: int | None, descending: bool
@@ -169,18 +224,18 @@ class JobStore:
             where.append("j.created_at < ?")
             args.append(flt.created_before)
         for tag in flt.tags:
-            where.append("EXISTS (SELECT 1 FROM json_each(j.tags) t WHERE t.value = ?)")
+            # CASE keeps json_each away from a damaged tags column.
+            where.append(
+                "CASE WHEN json_valid(j.tags) THEN "
+                "EXISTS (SELECT 1 FROM json_each(j.tags) t WHERE t.value = ?) ELSE 0 END"
+            )
             args.append(tag)
         if after_seq is not None:
             where.append("j.seq < ?" if descending else "j.seq > ?")
             args.append(after_seq)
         order = "DESC" if descending else "ASC"
-        sql = (
-            f"SELECT j.*, {_QUEUE_POSITION} AS qpos FROM jobs j WHERE {' AND '.join(where)} "
-            f"ORDER BY j.seq {order} LIMIT ?"
-        )
-        rows = self.db.conn().execute(sql, [*args, limit])
-        return [JobRecord.from_row(row, row["qpos"]) for row in rows]
+        sql = f"SELECT j.* FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.seq {order} LIMIT ?"
+        return self._records(self.db.conn().execute(sql, [*args, limit]))
 
     def events_after(self, job_id: str, seq: int) -> list[Event]:
         """The events of *job_id* with a sequence number above *seq*, in order."""
@@ -188,7 +243,7 @@ class JobStore:
             "SELECT seq, kind, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
             (job_id, seq),
         )
-        return [Event(row["seq"], row["kind"], json.loads(row["data"])) for row in rows]
+        return [Event(row["seq"], row["kind"], _stored_json(row["data"], dict)) for row in rows]
 
     def idempotent_job(self, owner: str, key: str) -> str | None:
         """The job id submitted earlier by *owner* with idempotency *key*, if any."""
@@ -198,6 +253,15 @@ class JobStore:
             .fetchone()
         )
         return None if row is None else str(row["job_id"])
+
+    def key_owner(self, key: str) -> str | None:
+        """The user who first sent idempotency *key*, if anyone did."""
+        row = (
+            self.db.conn()
+            .execute("SELECT owner FROM idempotency WHERE key = ? LIMIT 1", (key,))
+            .fetchone()
+        )
+        return None if row is None else str(row["owner"])
 
     def blob_in_use(self, digest: str, except_job: str) -> bool:
         """Whether a job other than *except_job* still needs the blob *digest*."""
@@ -221,7 +285,7 @@ class JobStore:
         seq = int(row[0])
         conn.execute(
             "INSERT INTO events (job_id, seq, kind, data, at) VALUES (?, ?, ?, ?, ?)",
-            (job_id, seq, kind, json.dumps(data), now_iso()),
+            (job_id, seq, kind, _dumps(data), now_iso()),
         )
         return seq
 
@@ -264,9 +328,9 @@ class JobStore:
                     record.backend_version,
                     JobStatus.QUEUED.value,
                     record.created_at,
-                    json.dumps(record.tags),
+                    _dumps(record.tags),
                     record.session_id,
-                    json.dumps(record.params),
+                    _dumps(record.params),
                     batch.sha256 if batch else None,
                     batch.size if batch else None,
                     batch.media_type if batch else None,
@@ -348,11 +412,9 @@ class JobStore:
             self._event(conn, job_id, kind, data)
             if kind == "metric":
                 row = conn.execute("SELECT metrics FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                metrics = json.loads(row["metrics"]) if row else {}
+                metrics = _stored_json(row["metrics"], dict) if row else {}
                 metrics[data["name"]] = data["value"]
-                conn.execute(
-                    "UPDATE jobs SET metrics = ? WHERE id = ?", (json.dumps(metrics), job_id)
-                )
+                conn.execute("UPDATE jobs SET metrics = ? WHERE id = ?", (_dumps(metrics), job_id))
 
     def recover(self) -> list[str]:
         """At startup: jobs left RUNNING become ERROR; return their ids."""

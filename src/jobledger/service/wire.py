@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +25,6 @@ __all__ = [
     "job_info",
     "parse_date",
     "parse_ids",
-    "parse_json",
     "parse_submit",
     "status_entry",
 ]
@@ -51,24 +48,13 @@ def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid", message)
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse a request body as JSON.
-
-    :raises ApiError: 422 when it is not valid UTF-8 JSON.
-    """
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"malformed JSON body: {exc}") from None
-
-
 @dataclass(frozen=True)
 class SubmitRequest:
-    """A validated ``POST /v1/jobs`` body."""
+    """The validated fields of a ``POST /v1/jobs`` body (the batch bytes travel apart)."""
 
     backend: Backend
-    data: bytes
     media_type: str
+    sha256: str | None
     params: dict[str, Any]
     tags: list[str]
     session_id: str | None
@@ -76,6 +62,9 @@ class SubmitRequest:
 
 def parse_submit(body: Any, backends: dict[str, Backend]) -> SubmitRequest:
     """Validate a submit body against the known *backends*.
+
+    ``batch.data`` must be a string; its base64 content is decoded and checked by
+    :func:`jobledger.service.bodies.read_submit`, which streams it.
 
     :raises ApiError: 422 naming the first problem found.
     """
@@ -97,22 +86,9 @@ def parse_submit(body: Any, backends: dict[str, Backend]) -> SubmitRequest:
             f"unsupported batch media type {media_type!r}; use one of: "
             + ", ".join(codecs.MEDIA_TYPES)
         )
-    try:
-        data = base64.b64decode(batch["data"], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid(f"batch 'data' is not valid base64: {exc}") from None
     expected = batch.get("sha256")
-    if expected is not None:
-        actual = hashlib.sha256(data).hexdigest()
-        if not isinstance(expected, str) or expected.lower() != actual:
-            raise invalid(
-                f"batch sha256 mismatch: the body says {expected!r}, the bytes hash to {actual!r}"
-            )
-    if media_type == codecs.JSON:
-        try:
-            json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise invalid(f"the batch is declared JSON but is not: {exc}") from None
+    if expected is not None and not isinstance(expected, str):
+        raise invalid("batch 'sha256' must be a hex string")
     params = body.get("params") or {}
     if not isinstance(params, dict):
         raise invalid("'params' must be a JSON object")
@@ -126,7 +102,7 @@ def parse_submit(body: Any, backends: dict[str, Backend]) -> SubmitRequest:
     session_id = body.get("session_id")
     if session_id is not None and not isinstance(session_id, str):
         raise invalid("'session_id' must be a string or null")
-    return SubmitRequest(backend, data, media_type, params, tags, session_id)
+    return SubmitRequest(backend, media_type, expected, params, tags, session_id)
 
 
 def parse_ids(body: Any) -> list[str]:
@@ -155,8 +131,30 @@ def parse_date(name: str, value: str | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+LIST_PARAMETERS = (
+    "status",
+    "backend",
+    "tag",
+    "created_after",
+    "created_before",
+    "session_id",
+    "limit",
+    "order",
+    "cursor",
+)
+
+
 def parse_filter(query: Any) -> JobFilter:
-    """Build a :class:`JobFilter` from the query parameters of ``GET /v1/jobs``."""
+    """Build a :class:`JobFilter` from the query parameters of ``GET /v1/jobs``.
+
+    :raises ApiError: 422 for an unknown parameter too: a misspelt filter must not
+        silently list every job.
+    """
+    unknown = sorted(set(query.keys()) - set(LIST_PARAMETERS))
+    if unknown:
+        raise invalid(
+            f"unknown query parameter {unknown[0]!r}; use any of: {', '.join(LIST_PARAMETERS)}"
+        )
     statuses = tuple(s.upper() for s in query.getlist("status"))
     for status in statuses:
         if status not in _WIRE_STATUSES:
@@ -172,18 +170,27 @@ def parse_filter(query: Any) -> JobFilter:
 
 
 def encode_cursor(seq: int) -> str:
-    """An opaque cursor for the page after the job with *seq*."""
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+    """An opaque cursor for the page after the job with *seq* (its decimal digits)."""
+    return str(seq)
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    """The ``seq`` inside a cursor made by :func:`encode_cursor`."""
+    """The ``seq`` inside a cursor made by :func:`encode_cursor`.
+
+    Cursors of earlier versions (base64 of ``s<seq>``) are still understood, so a
+    client paging across a server upgrade goes on where it was.
+
+    :raises ApiError: 422 for anything else.
+    """
     if not cursor:
         return None
+    text = cursor.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith("s"):
-            return int(text[1:])
+        legacy = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        if legacy.startswith("s") and legacy[1:].isascii() and legacy[1:].isdigit():
+            return int(legacy[1:])
     except (binascii.Error, ValueError, UnicodeDecodeError):
         pass
     raise invalid(f"invalid cursor {cursor!r}; pass back next_cursor unchanged")

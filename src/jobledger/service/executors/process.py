@@ -4,7 +4,8 @@ One thread owns the pool. It waits on the workers' pipes, their process sentinel
 and a wake-up socket; it claims the oldest queued job for each idle worker, records
 what workers report (logs, interim results, metrics, the result), enforces
 cancellation (a shared flag first, ``SIGKILL`` after :data:`CANCEL_GRACE` seconds)
-and replaces any worker that dies, marking only that worker's job ``ERROR``. Workers
+and wall-time limits (``SIGKILL`` at the deadline), and replaces any worker that
+dies, marking only that worker's job ``ERROR``. Workers
 are started with the ``spawn`` context: the server has threads, and forking a
 threaded process is unsafe. Request handlers only call :meth:`Executor.cancel` and
 :meth:`Executor.wake`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import socket
 import threading
 import time
@@ -25,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from jobledger.service.blobs import BlobInfo, BlobStore
+from jobledger.service.limits import Limit
 from jobledger.service.store import STOPPED_MESSAGE, JobStore, now_iso
 from jobledger.service.worker import worker_main
 from jobledger.status import JobStatus
@@ -40,9 +43,16 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     flag: Any
+    # The write end of the worker's lifeline: never written; closing it ends the worker.
+    lifeline: Connection
     job_id: str | None = None
     kill_at: float | None = None
     cancel_requested: bool = False
+    limit: Limit = field(default_factory=Limit)
+    deadline: float | None = None
+    # The worker said it exits after its job (e.g. it hit its memory limit): give it
+    # no other job, wait for its end and replace it.
+    retiring: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -50,9 +60,15 @@ class Executor:
     """Runs queued jobs on *size* worker processes."""
 
     def __init__(
-        self, store: JobStore, blobs: BlobStore, size: int, notify: Callable[[str], None]
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        size: int,
+        notify: Callable[[str], None],
+        limits: Callable[[str], Limit] | None = None,
     ) -> None:
         self._store = store
+        self._limits = limits or (lambda name: Limit())
         self._blobs = blobs
         self._size = max(1, size)
         self._notify = notify
@@ -67,8 +83,7 @@ class Executor:
     # -- called from other threads -------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers and the scheduler thread."""
-        self._workers = [self._spawn() for _ in range(self._size)]
+        """Start the scheduler thread, which starts the workers."""
         self._thread.start()
 
     def wake(self) -> None:
@@ -107,16 +122,24 @@ class Executor:
 
     def _spawn(self) -> _Worker:
         parent, child = _MP.Pipe(duplex=True)
+        watched, lifeline = _MP.Pipe(duplex=False)
         flag = _MP.RawValue("b", 0)
         process = _MP.Process(
-            target=worker_main, args=(child, flag), name="jobledger-worker", daemon=True
+            target=worker_main,
+            args=(child, flag, watched, os.getpid()),
+            name="jobledger-worker",
+            daemon=True,
         )
         process.start()
         child.close()
-        return _Worker(process, parent, flag)
+        watched.close()
+        return _Worker(process, parent, flag, lifeline)
 
     def _loop(self) -> None:
         try:
+            # Started from this thread: a worker's parent-death signal is tied to the
+            # thread that started it, and this one lives as long as the executor.
+            self._workers = [self._spawn() for _ in range(self._size)]
             while not self._stopping.is_set():
                 self._apply_cancels()
                 self._assign()
@@ -134,6 +157,7 @@ class Executor:
 
     def _timeout(self) -> float:
         deadlines = [w.kill_at for w in self._workers if w.kill_at is not None]
+        deadlines += [w.deadline for w in self._workers if w.deadline is not None]
         if not deadlines:
             return 1.0
         return max(0.0, min(deadlines) - time.monotonic())
@@ -152,6 +176,10 @@ class Executor:
             elif worker.kill_at is not None and time.monotonic() >= worker.kill_at:
                 worker.process.kill()
                 self._replace(index, worker, died=False)
+            elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                # Past its wall time: no polite flag first, the limit is the limit.
+                worker.process.kill()
+                self._replace(index, worker, died=False, reason=worker.limit.timeout_message())
 
     def _drain(self, worker: _Worker) -> None:
         try:
@@ -171,7 +199,7 @@ class Executor:
 
     def _assign(self) -> None:
         for worker in self._workers:
-            if worker.job_id is not None:
+            if worker.job_id is not None or worker.retiring:
                 continue
             record = self._store.claim_next()
             if record is None:
@@ -179,6 +207,9 @@ class Executor:
             assert record.batch is not None
             worker.flag.value = 0
             worker.job_id = record.id
+            worker.limit = self._limits(record.backend)
+            seconds = worker.limit.seconds
+            worker.deadline = time.monotonic() + seconds if seconds > 0 else None
             order = {
                 "job_id": record.id,
                 "backend": record.backend,
@@ -186,6 +217,7 @@ class Executor:
                 "batch_sha256": record.batch.sha256,
                 "batch_media_type": record.batch.media_type,
                 "blob_root": str(self._blobs.root),
+                "max_memory_mb": worker.limit.memory_mb,
             }
             worker.conn.send_bytes(json.dumps(order).encode("utf-8"))
             self._notify(record.id)
@@ -219,25 +251,33 @@ class Executor:
             self._store.finish(job_id, JobStatus.ERROR, str(message.get("message")))
         worker.job_id = None
         worker.kill_at = None
+        worker.deadline = None
         worker.cancel_requested = False
+        worker.retiring = bool(message.get("retire"))
         self._notify(job_id)
 
-    def _replace(self, index: int, worker: _Worker, *, died: bool) -> None:
+    def _replace(
+        self, index: int, worker: _Worker, *, died: bool, reason: str | None = None
+    ) -> None:
         worker.process.join(5.0)
         worker.conn.close()
+        worker.lifeline.close()
         job_id = worker.job_id
         if job_id is not None:
             if worker.cancel_requested:
                 note = "cancelled while running (the backend ignored cancellation; its worker "
                 note += "process was killed)"
                 self._store.finish(job_id, JobStatus.CANCELLED, note)
+            elif reason is not None:
+                self._store.finish(job_id, JobStatus.ERROR, reason)
             else:
                 code = worker.process.exitcode
-                self._store.finish(
-                    job_id,
-                    JobStatus.ERROR,
-                    f"the worker process running the job died (exit code {code})",
-                )
+                message = f"the worker process running the job died (exit code {code})"
+                if worker.limit.memory_mb:
+                    message += (
+                        f"; it may have exceeded its memory limit of {worker.limit.memory_mb} MiB"
+                    )
+                self._store.finish(job_id, JobStatus.ERROR, message)
             self._notify(job_id)
         if died and job_id is None and self._stopping.is_set():
             return
@@ -259,4 +299,5 @@ class Executor:
                 worker.process.kill()
                 worker.process.join(1.0)
             worker.conn.close()
+            worker.lifeline.close()
         self._workers = []
