@@ -352,3 +352,28 @@ def test_written_file_is_valid_toml_with_quoted_names(paths: Paths) -> None:
     data = tomllib.loads(paths.config_file.read_text())
     assert data["profiles"]["dotted.name"]["url"] == 'http://x/"quoted"'
     assert os.stat(paths.config_file).st_mode & 0o077 == 0
+
+
+def test_provider_options_round_trip_and_are_checked(paths: Paths) -> None:
+    from jobledger.config import resolve, save_profile
+
+    save_profile(
+        "aws",
+        url="https://braket.amazonaws.com",
+        provider="braket",
+        options={"region": "eu-west-2", "s3_bucket": "amazon-braket-lab", "shots": 100},
+    )
+    config = resolve(profile="aws", paths=paths)
+    assert config.provider == "braket"
+    assert config.options == {
+        "region": "eu-west-2",
+        "s3_bucket": "amazon-braket-lab",
+        "shots": 100,
+    }
+    text = paths.config_file.read_text()
+    assert "[profiles.aws.options]" in text and 'region = "eu-west-2"' in text
+    with pytest.raises(ConfigError, match="only read by other providers"):
+        save_profile("lab", url="http://127.0.0.1:8765", options={"region": "x"})
+    paths.config_file.write_text('[profiles.q]\nprovider = "qlmaas"\n')
+    with pytest.raises(ConfigError, match="needs a 'url'"):
+        resolve(profile="q", paths=paths)

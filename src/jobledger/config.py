@@ -51,9 +51,17 @@ _PROFILE_KEYS: dict[str, type] = {
     "provider": str,
     "channel": str,
     "instance": str,
+    "options": dict,
 }
 #: The job services a profile may name; keys only some providers read.
-PROVIDERS = ("jobledger", "ibm-quantum")
+PROVIDERS = ("jobledger", "ibm-quantum", "braket", "qlmaas")
+#: The URL recorded for a provider's profile that names none (``None``: one is needed).
+PROVIDER_URLS: dict[str, str | None] = {
+    "ibm-quantum": "https://cloud.ibm.com",
+    "braket": "https://braket.amazonaws.com",
+    "qlmaas": None,
+}
+_OPTION_TYPES = (str, int, float, bool)
 IBM_CHANNELS = ("ibm_quantum_platform", "ibm_cloud")
 IBM_DEFAULT_URL = "https://cloud.ibm.com"
 _IBM_ONLY_KEYS = ("channel", "instance")
@@ -77,6 +85,7 @@ class Profile:
     provider: str = "jobledger"
     channel: str | None = None
     instance: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,9 @@ class ResolvedConfig:
     ``"url"``, ``"token"``, ``"offline"``, ``"verify"`` and ``"profile"`` to a
     human-readable origin such as ``"environment (JOBLEDGER_URL)"``. ``provider``,
     ``channel`` and ``instance`` come from the selected profile only (``channel`` and
-    ``instance`` are set for ``"ibm-quantum"``, whose ``url`` is IBM's cloud URL).
+    ``instance`` are set for ``"ibm-quantum"``, whose ``url`` is IBM's cloud URL);
+    ``options`` holds the provider-specific keys of the profile's ``options`` table
+    (e.g. a Braket region and S3 bucket), which the provider checks.
     """
 
     url: str | None
@@ -99,6 +110,7 @@ class ResolvedConfig:
     provider: str = "jobledger"
     channel: str | None = None
     instance: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,9 +169,17 @@ def resolve(
         (url, "argument"), (env.get(ENV_URL) or None, f"environment ({ENV_URL})")
     )
     ibm = selected is not None and selected.provider == "ibm-quantum"
-    if ibm and selected is not None:
+    foreign = selected is not None and selected.provider != "jobledger"
+    if foreign and selected is not None:
         # Another provider's profile is a whole: its URL is not overridden by JOBLEDGER_URL.
-        chosen_url, sources["url"] = selected.url or IBM_DEFAULT_URL, file.where(selected.name)
+        fallback = PROVIDER_URLS.get(selected.provider)
+        if selected.url is None and fallback is None:
+            raise ConfigError(
+                f"profile {selected.name!r} (provider {selected.provider!r}) needs a 'url': "
+                f"add it with `jobledger config add-profile {selected.name} --url URL "
+                f"--provider {selected.provider}`"
+            )
+        chosen_url, sources["url"] = selected.url or fallback, file.where(selected.name)
     if chosen_url is None and selected is not None and selected.url is not None:
         chosen_url, sources["url"] = selected.url, file.where(selected.name)
     if chosen_url is None:
@@ -169,7 +189,7 @@ def resolve(
 
     # Token and TLS settings belong to a service: take them from the profile that
     # names this URL, never from a profile of another host.
-    owner = selected if ibm else _profile_for_url(chosen_url, selected, file)
+    owner = selected if foreign else _profile_for_url(chosen_url, selected, file)
 
     chosen_token, sources["token"] = _pick(
         (token, "argument"), (env.get(ENV_TOKEN) or None, f"environment ({ENV_TOKEN})")
@@ -207,6 +227,7 @@ def resolve(
         provider=selected.provider if selected is not None else "jobledger",
         channel=selected.channel if ibm and selected is not None else None,
         instance=selected.instance if ibm and selected is not None else None,
+        options=dict(selected.options) if foreign and selected is not None else {},
     )
 
 
@@ -237,13 +258,16 @@ def save_profile(
     provider: str = "jobledger",
     channel: str | None = None,
     instance: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Path:
     """Create or replace the profile *name* and return the config file's path.
 
-    *provider* names the job service (``"jobledger"`` or ``"ibm-quantum"``); an
+    *provider* names the job service (one of :data:`PROVIDERS`); an
     ``"ibm-quantum"`` profile also needs *instance* (the IBM Cloud instance CRN or
     name) and may name *channel* (``"ibm_quantum_platform"`` by default); its *url*
-    is IBM's cloud URL and its token the IBM API key.
+    is IBM's cloud URL and its token the IBM API key. *options* are the
+    provider-specific settings of other providers (written to the profile's
+    ``options`` table).
 
     Other profiles are kept. The token goes to the profile's token file, never into
     ``config.toml``; tokens found inline in the file are moved to token files. The
@@ -267,6 +291,7 @@ def save_profile(
             provider=provider,
             channel=channel,
             instance=instance,
+            options=dict(options or {}),
         ),
         where,
     )
@@ -408,6 +433,7 @@ def _read_config(paths: Paths, *, check_mode: bool = True) -> _ConfigFile:
                 provider=table.get("provider", "jobledger"),
                 channel=table.get("channel"),
                 instance=table.get("instance"),
+                options=dict(table.get("options", {})),
             ),
             f"{path}, line {_line_of(text, 'provider', name) or '?'}, profile {name!r}",
         )
@@ -530,6 +556,11 @@ def _write_config(
             lines.append(f"channel = {_toml_str(entry.channel)}")
         if entry.instance is not None:
             lines.append(f"instance = {_toml_str(entry.instance)}")
+        if entry.options:
+            lines.append("")
+            lines.append(f"[profiles.{_toml_key(name)}.options]")
+            for key in sorted(entry.options):
+                lines.append(f"{_toml_key(key)} = {_toml_value(entry.options[key])}")
     _private_dir(paths.config)
     _atomic_write(paths.config_file, "\n".join(lines) + "\n")
 
@@ -603,6 +634,14 @@ def _profile_for_url(
     return None
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _toml_str(str(value))
+
+
 def _check_provider(entry: Profile, where: str) -> Profile:
     """*entry* with its provider's defaults filled in, or a ConfigError naming the
     profile and the key at fault."""
@@ -611,6 +650,17 @@ def _check_provider(entry: Profile, where: str) -> Profile:
             f"invalid config ({where}): key 'provider' is {entry.provider!r}; use one of "
             f"{', '.join(PROVIDERS)}"
         )
+    if entry.options and entry.provider == "jobledger":
+        raise ConfigError(
+            f"invalid config ({where}): an 'options' table is only read by other providers "
+            f"({', '.join(PROVIDERS[1:])}); remove it or set the provider"
+        )
+    for key, value in entry.options.items():
+        if not isinstance(value, _OPTION_TYPES):
+            raise ConfigError(
+                f"invalid config ({where}): option {key!r} must be a string, number or "
+                f"boolean, not {type(value).__name__}"
+            )
     if entry.provider != "ibm-quantum":
         for key in _IBM_ONLY_KEYS:
             if getattr(entry, key) is not None:
