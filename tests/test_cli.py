@@ -203,12 +203,13 @@ def test_ls_filters_table_and_json(run: Run) -> None:
 
 def test_wait_follow_prints_interim_results(run: Run) -> None:
     job_id = submit(run, "sleep", "--param", "seconds=1", "--param", "interval=0.25")
-    out = run("wait", job_id, "--follow").stdout.splitlines()
-    interim = [json.loads(line) for line in out[:-1]]
+    waited = run("wait", job_id, "--follow")
+    # stdout holds the JSON lines only (jq can read it); the summary is on stderr.
+    interim = [json.loads(line) for line in waited.stdout.splitlines()]
     assert len(interim) >= 2 and all("elapsed" in v for v in interim)
     with jobledger.connect() as conn:
         assert interim == conn.job(job_id).interim_results()  # none missed, none twice
-    assert out[-1].startswith(f"{job_id} done")
+    assert f"{job_id} done" in waited.stderr
     assert as_json(run("wait", job_id, "--json"))["status"] == "done"
 
 

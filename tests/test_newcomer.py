@@ -206,3 +206,67 @@ def test_ctrl_c_in_wait_says_the_job_keeps_running(service: Any, jobledger_home:
         assert "keeps running" in err and "Aborted" not in err and "Traceback" not in err
         assert not job.status().is_final
         job.cancel()
+
+
+def test_a_piped_batch_is_read_without_dash_and_follow_keeps_stdout_json(
+    service: Any, jobledger_home: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    token = service.create_token("pipes")
+    env = {**os.environ, "JOBLEDGER_HOME": str(jobledger_home)}
+    env.update(JOBLEDGER_URL=service.url, JOBLEDGER_TOKEN=token)
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobledger", *args],
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+
+    piped = run("submit", "echo", stdin='{"from": "a pipe"}')
+    assert piped.returncode == 0, piped.stderr
+    job_id = piped.stdout.strip()
+    shown = run("result", job_id, "--json")
+    assert json.loads(shown.stdout) == {"from": "a pipe"}
+    nothing = run("submit", "echo")
+    assert nothing.returncode == 0, nothing.stderr
+
+    streamed = run("submit", "sleep", "--param", "seconds=0.6", "--param", "interval=0.2")
+    followed = run("wait", streamed.stdout.strip(), "--follow")
+    assert followed.returncode == 0, followed.stderr
+    lines = followed.stdout.splitlines()
+    assert lines and all(isinstance(json.loads(line), dict | list | int) for line in lines)
+    assert streamed.stdout.strip() in followed.stderr  # the summary went to stderr
+
+
+def test_config_tells_the_truth_about_the_embedded_service_token(
+    jobledger_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBLEDGER_TOKEN", "not-for-the-embedded-service")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JOBLEDGER_HOME": str(jobledger_home)}
+    env.pop("JOBLEDGER_URL", None)
+    shown = subprocess.run(
+        [sys.executable, "-m", "jobledger", "config", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    body = json.loads(shown.stdout)
+    assert body["token"]["set"] is False  # no embedded service has run here yet
+    assert "made when the service first starts" in body["token"]["source"]
+    assert "JOBLEDGER_TOKEN" in body["token"]["source"] and "not used" in body["token"]["source"]
+    assert "not-for-the-embedded-service" not in shown.stdout

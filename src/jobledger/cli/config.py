@@ -38,11 +38,22 @@ def config(ctx: click.Context, as_json: bool) -> None:
     resolved = resolve(paths=found)
     default, profiles = load_profiles(found)
     token_source = resolved.sources.get("token", "")
-    if resolved.token is None and resolved.url is None:
-        token_source = f"managed by the embedded local service ({found.tokens / 'local'})"
+    token_set = resolved.token is not None
+    if resolved.url is None:
+        from jobledger.service.local import token_file
+
+        path = token_file(found)
+        where = str(path) if path.exists() else f"{path}, made when the service first starts"
+        token_source = f"the embedded local service's own ({where})"
+        if resolved.token is not None:
+            token_source += (
+                f"; {resolved.sources.get('token')} is set but not used: it is only sent "
+                "to a service named by a URL"
+            )
+        token_set = path.exists()
     body: dict[str, Any] = {
         "url": {"value": resolved.url, "source": resolved.sources.get("url")},
-        "token": {"set": resolved.token is not None, "source": token_source},
+        "token": {"set": token_set, "source": token_source},
         "offline": {"value": resolved.offline, "source": resolved.sources.get("offline")},
         "verify": {"value": resolved.verify, "source": resolved.sources.get("verify")},
         "profile": {"value": resolved.profile, "source": resolved.sources.get("profile")},
@@ -62,7 +73,8 @@ def config(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(body)
         return
-    token_value = f"set (from {token_source})" if resolved.token else f"not set ({token_source})"
+    shown_source = token_source if resolved.url is None else f"from {token_source}"
+    token_value = f"set ({shown_source})" if token_set else f"not set ({shown_source})"
     lines = [
         ("url", resolved.url or "embedded local service", body["url"]["source"]),
         ("token", token_value, None),

@@ -69,10 +69,39 @@ def _parse_media_type(
     return media_type
 
 
+def _piped_stdin() -> BinaryIO | None:
+    """Standard input when it is a pipe or a file with something to read (``cat
+    batch.json | jobledger submit echo``); ``None`` for a terminal, ``/dev/null``, or
+    a pipe with nothing in it yet (then a note says to pass ``-``)."""
+    import select
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):  # no standard input at all
+        return None
+    if stat.S_ISREG(mode):
+        return sys.stdin.buffer
+    if not stat.S_ISFIFO(mode):
+        return None
+    ready, _, _ = select.select([sys.stdin], [], [], 0.2)
+    if ready:
+        return sys.stdin.buffer
+    note(
+        "note: standard input is a pipe with nothing in it yet, so the batch is null; "
+        "pass `-` as FILE to wait for it"
+    )
+    return None
+
+
 def _read_batch(file: BinaryIO | None, media_type: str | None) -> Any:
+    if file is None:
+        file = _piped_stdin()
     if file is None:
         return None
     data = file.read()
+    if not data and file is sys.stdin.buffer:
+        return None  # an empty pipe (`< /dev/null`, `true |`): no batch, as without FILE
     where = "standard input" if file is sys.stdin.buffer else repr(getattr(file, "name", "?"))
     if media_type == _MEDIA_NAMES["bytes"]:
         return data
@@ -149,7 +178,8 @@ def submit(
 ) -> None:
     """Submit a job to BACKEND with the batch read from FILE ('-' for stdin).
 
-    Without FILE the batch is null. The job id is printed on stdout, so
+    Without FILE the batch is read from standard input when something is piped in,
+    else it is null. The job id is printed on stdout, so
     scripts can capture it: ID=$(jobledger submit echo batch.json).
     """
     batch = _read_batch(file, media_type)
@@ -199,7 +229,8 @@ def wait(job_id: str, timeout: float | None, follow: bool, as_json: bool) -> Non
             if info.starting_date and info.ending_date:
                 seconds = (info.ending_date - info.starting_date).total_seconds()
                 ran = f" (ran {duration(seconds)})"
-            click.echo(f"{job.job_id} {style_status(status)}{ran}")
+            # With --follow, stdout carries JSON lines only: the summary is a message.
+            click.echo(f"{job.job_id} {style_status(status)}{ran}", err=follow)
         report_final(job, status)
 
 

@@ -54,7 +54,8 @@ def _runtime_file(paths: Paths) -> Path:
     return paths.runtime / RUNTIME_NAME
 
 
-def _token_file(paths: Paths) -> Path:
+def token_file(paths: Paths) -> Path:
+    """Where the embedded service's token is kept."""
     # "@" cannot appear in a profile name, so no profile's token file can clash.
     return paths.tokens / "@local-service"
 
@@ -107,7 +108,7 @@ def find_running(paths: Paths | None = None) -> LocalService | None:
     if health is None or health.get("service_id") != record.get("service_id"):
         return None
     try:
-        token = Path(record.get("token_file") or _token_file(paths)).read_text().strip()
+        token = Path(record.get("token_file") or token_file(paths)).read_text().strip()
     except OSError:
         return None
     return LocalService(
@@ -135,23 +136,23 @@ def _ensure_token(paths: Paths) -> Path:
     from jobledger.service.auth import TokenAuthority, create_token
     from jobledger.service.db import Database
 
-    token_file = _token_file(paths)
+    path = token_file(paths)
     data = paths.local_service_data
-    if token_file.exists():
+    if path.exists():
         db = Database(data)
         try:
-            if TokenAuthority(db).user(token_file.read_text().strip()) == LOCAL_USER:
-                return token_file
+            if TokenAuthority(db).user(path.read_text().strip()) == LOCAL_USER:
+                return path
         finally:
             db.close()
-    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(token_file.parent, 0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
     token = create_token(data, LOCAL_USER)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
-    os.chmod(token_file, 0o600)
-    return token_file
+    os.chmod(path, 0o600)
+    return path
 
 
 def _spawn(paths: Paths, token_file: Path, timeout: float) -> LocalService:
