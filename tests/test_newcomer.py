@@ -270,3 +270,38 @@ def test_config_tells_the_truth_about_the_embedded_service_token(
     assert "made when the service first starts" in body["token"]["source"]
     assert "JOBLEDGER_TOKEN" in body["token"]["source"] and "not used" in body["token"]["source"]
     assert "not-for-the-embedded-service" not in shown.stdout
+
+
+def test_a_huge_failure_message_is_cut_in_the_cli_but_kept_whole(
+    service: Any, jobledger_home: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    token = service.create_token("huge")
+    long = "y" * 130_000
+    with jobledger.connect(url=service.url, token=token) as conn:
+        job = conn.submit({}, "fail", params={"message": long})
+        job.wait_for_final_state(timeout=30)
+    env = {**os.environ, "JOBLEDGER_HOME": str(jobledger_home)}
+    env.update(JOBLEDGER_URL=service.url, JOBLEDGER_TOKEN=token)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobledger", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    waited = run("wait", str(job.job_id))
+    assert waited.returncode == 1 and len(waited.stderr) < 2_000
+    assert "more characters" in waited.stderr and "show" in waited.stderr
+    shown = run("show", str(job.job_id))
+    assert len(shown.stdout) < 5_000 and "more characters" in shown.stdout
+    whole = json.loads(run("show", str(job.job_id), "--json").stdout)
+    assert long in json.dumps(whole)

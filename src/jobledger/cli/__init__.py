@@ -49,10 +49,14 @@ class _Group(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
+    from jobledger.client.display import short
+
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     if isinstance(exc, OSError) and exc.filename and not text:
         text = f"{exc.strerror}: {exc.filename}"
-    return text or type(exc).__name__
+    # A service's failure message can be huge: the whole of it stays in the record.
+    where = "`jobledger show ID --json` or `jobledger.jobs.get(ID).error_message()`"
+    return short(text, 500, where=where) or type(exc).__name__
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

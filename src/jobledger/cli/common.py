@@ -125,7 +125,10 @@ def wait_for(job: Job, *, timeout: float | None, follow: bool = False) -> JobSta
 def report_final(job: Job, status: JobStatus) -> None:
     """Raise (exit 1) with the service's message when *job* failed or was cancelled."""
     if status is JobStatus.ERROR:
-        reason = job.error_message() or "no reason given"
+        from jobledger.client.display import short
+
+        where = f"`jobledger show {job.job_id} --json`"
+        reason = short(job.error_message() or "no reason given", 500, where=where)
         raise click.ClickException(f"job {job.job_id} failed: {reason}")
     if status is JobStatus.CANCELLED:
         raise click.ClickException(f"job {job.job_id} was cancelled")

@@ -105,7 +105,10 @@ def show(job_id: str, as_json: bool) -> None:
             ("status", f"{style_status(status)} ({status.value})"),
         ]
         if info.message:
-            lines.append(("message", info.message))
+            from jobledger.client.display import short
+
+            where = f"`jobledger show {fields['id']} --json`"
+            lines.append(("message", short(info.message, 2000, where=where)))
         if info.queue_position is not None and status is JobStatus.QUEUED:
             lines.append(("queue position", str(info.queue_position)))
         lines += [
@@ -119,7 +122,7 @@ def show(job_id: str, as_json: bool) -> None:
         lines += [
             ("tags", ", ".join(info.tags) or "-"),
             ("session", info.session_id or "-"),
-            ("params", json.dumps(provenance["params"]) if provenance["params"] else "-"),
+            ("params", _params_line(provenance["params"], fields["id"])),
             ("batch", _digest_line(batch_digest, details["batch"]["stored"])),
             ("result", _digest_line(provenance["result_sha256"], fields["result_stored"])),
             ("service", f"{provenance['service_id']} ({provenance['service_url'] or '?'})"),
@@ -137,11 +140,21 @@ def show(job_id: str, as_json: bool) -> None:
         width = max(len(k) for k, _ in lines)
         for key, value in lines:
             click.echo(f"{key + ':':<{width + 1}} {value}")
+        from jobledger.client.display import short
+
         click.echo("events:")
         for event in provenance["events"]:
             at = datetime.fromisoformat(event["at"])
-            detail = f" {event['detail']}" if event["detail"] else ""
+            detail = f" {short(event['detail'], 200)}" if event["detail"] else ""
             click.echo(f"  {iso(at)}  {event['event']}{detail}")
+
+
+def _params_line(params: dict[str, Any], job_id: str) -> str:
+    from jobledger.client.display import short
+
+    if not params:
+        return "-"
+    return short(json.dumps(params), 500, where=f"`jobledger show {job_id} --json`")
 
 
 def _digest_line(digest: str | None, stored: bool) -> str:
