@@ -53,7 +53,10 @@ def test_demo_runs_every_step_and_cleans_up(tmp_path: Path) -> None:
     assert "JobFailureError" in done.stdout
     assert "interim result" in done.stdout
     assert "requests imported: False" in done.stdout
-    assert "sqlite-utils tables" in done.stdout and "datasette" in done.stdout
+    assert "sqlite-utils tables" in done.stdout and "pip install datasette" in done.stdout
+    assert "--keep" in done.stdout
+    # The quantum extras are installed with the test dependencies: a real Bell circuit.
+    assert "PrimitiveResult again" in done.stdout and "'00'" in done.stdout
     assert "\x1b" not in done.stdout  # piped: plain text
     assert not list(temp.iterdir()), "the demo's temporary folder was not removed"
     assert not home.exists(), "the demo touched the user's JOBLEDGER_HOME"

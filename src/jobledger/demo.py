@@ -3,7 +3,8 @@
 The tour runs in a fresh temporary ``JOBLEDGER_HOME`` with nothing configured, so it
 leaves the user's registry, store and config untouched: it submits a few jobs
 (an echo job with an alias, a sleep job whose interim results stream live, a failing
-job), imports a handle in a fresh Python process, stops the service and reads the
+job, and a Bell circuit on the Qiskit sampler when the ``qiskit`` extra is installed),
+imports a handle in a fresh Python process, stops the service and reads the
 same result offline, shows the recorded provenance and where the registry lives.
 The service is always stopped at the end; the folder is removed unless ``keep``.
 """
@@ -35,6 +36,7 @@ STEPS = (
     "Wait for it, with progress",
     "Stream the interim results of a sleep job",
     "A failing job explains itself",
+    "A quantum circuit, as a native Qiskit object",
     "Import the job by its alias in a fresh Python process",
     "Stop the service and read the same result offline",
     "What was recorded at submission (provenance)",
@@ -101,7 +103,7 @@ def run_demo(*, keep: bool = False) -> None:
     try:
         with _isolated_home(home):
             try:
-                _tour(home)
+                _tour(home, keep)
             finally:
                 from jobledger.service.local import stop
 
@@ -119,11 +121,13 @@ def run_demo(*, keep: bool = False) -> None:
         _say(f"look around with: JOBLEDGER_HOME={home} jobledger ls")
     else:
         shutil.rmtree(home, ignore_errors=True)
-        _say(f"removed the demo's folder {home}")
+        _say(f"removed the demo's folder {home} (keep it next time with --keep)")
     _say(f"done in {time.monotonic() - started:.1f} s")
+    _say("to go on, in your own folder: `jobledger submit echo batch.json`, `jobledger ls`,")
+    _say("`jobledger --help`; the guides start at docs/quickstart.md")
 
 
-def _tour(home: Path) -> None:
+def _tour(home: Path, keep: bool) -> None:
     import jobledger
     from jobledger.errors import JobFailureError
     from jobledger.paths import get_paths
@@ -166,16 +170,19 @@ def _tour(home: Path) -> None:
             failing.result()
         except JobFailureError as exc:
             _say(f"job.result() raised JobFailureError: {exc}")
+
+        _heading(6)
+        _quantum_step(conn)
         environment = job.provenance.get("environment") or {}
     finally:
         conn.close()
 
-    _heading(6)
+    _heading(7)
     code = f"from jobledger.jobs import {ALIAS}; print({ALIAS}.result())"
     _say(f"$ python -c '{code}'")
     _say(_python(code))
 
-    _heading(7)
+    _heading(8)
     stop(paths)
     _say(f"service stopped (running now: {'yes' if find_running(paths) else 'no'})")
     offline_code = (
@@ -186,7 +193,7 @@ def _tour(home: Path) -> None:
     for line in _python(offline_code, JOBLEDGER_OFFLINE="1").splitlines():
         _say(line)
 
-    _heading(8)
+    _heading(9)
     python = environment.get("python") or {}
     git = environment.get("git") or {}
     commit = git.get("commit") or "not a git checkout"
@@ -194,12 +201,39 @@ def _tour(home: Path) -> None:
     _say(f"host:     {environment.get('host')} (user {environment.get('user')})")
     _say(f"git:      {commit}{' (uncommitted changes)' if git.get('dirty') else ''}")
     _say(f"packages: {len(environment.get('packages') or {})} versions recorded")
-    _say(f"see it all with: jobledger show {ALIAS} --json")
 
-    _heading(9)
+    _heading(10)
     _say(f"registry: {paths.registry} (SQLite; table `jobs`)")
     _say(f"store:    {paths.store} (verified content-addressed blobs)")
-    _say(f"browse:   sqlite-utils tables {paths.registry} --counts")
-    _say(f"          datasette {paths.registry}")
+    if keep:
+        _say("this demo's folder is kept (--keep), so these work after the demo:")
+    else:
+        _say("this demo's folder is removed at the end; `jobledger demo --keep` keeps it, and")
+        _say("then these work after the demo:")
+    _say(f"  JOBLEDGER_HOME={home} jobledger show {ALIAS} --json")
+    _say(f"  sqlite-utils tables {paths.registry} --counts   (sqlite-utils comes with jobledger)")
+    _say(f"  datasette {paths.registry}   (after `pip install datasette`)")
     if not is_terminal():
         sys.stdout.flush()
+
+
+def _quantum_step(conn: Any) -> None:
+    """Submit a Bell circuit to the Qiskit sampler, when Qiskit is installed here."""
+    import importlib.util
+
+    offered = {b.name for b in conn.backends()}
+    if importlib.util.find_spec("qiskit") is None or "qiskit-sampler" not in offered:
+        _say("Qiskit is not installed here: `pip install 'jobledger[qiskit]'` (or")
+        _say("`jobledger[quantum]` for Braket and myQLM too) adds a real circuit to this tour")
+        return
+    from qiskit import QuantumCircuit
+
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    bell.measure_all()
+    circuit = conn.submit([bell], "qiskit-sampler", params={"shots": 200, "seed": 7})
+    _say(">>> conn.submit([bell], 'qiskit-sampler', params={'shots': 200, 'seed': 7})")
+    wait_with_progress(circuit, timeout=120)
+    counts = circuit.result()[0].data.meas.get_counts()
+    _say(f"{circuit.job_id}: a PrimitiveResult again, read from the store; counts {counts}")
