@@ -305,3 +305,27 @@ def test_a_huge_failure_message_is_cut_in_the_cli_but_kept_whole(
     assert len(shown.stdout) < 5_000 and "more characters" in shown.stdout
     whole = json.loads(run("show", str(job.job_id), "--json").stdout)
     assert long in json.dumps(whole)
+
+
+def test_a_bad_jobledger_home_is_named_with_the_way_out(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    not_a_folder = tmp_path / "home-is-a-file"
+    not_a_folder.write_text("oops")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
+    env["JOBLEDGER_HOME"] = str(not_a_folder)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobledger", "submit", "echo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert f"JOBLEDGER_HOME={not_a_folder}" in done.stderr
+    assert "point JOBLEDGER_HOME at a folder you can write" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -72,10 +72,15 @@ class Paths:
 
 
 def get_paths() -> Paths:
-    """Return the paths for the current environment (read on every call)."""
+    """Return the paths for the current environment (read on every call).
+
+    :raises ConfigError: when ``JOBLEDGER_HOME`` names something that is not a folder.
+    """
     home = os.environ.get("JOBLEDGER_HOME")
     if home:
         root = Path(home).expanduser().absolute()
+        if root.exists() and not root.is_dir():
+            raise _unusable(root, NotADirectoryError(20, "it is a file, not a folder"))
         return Paths(root / "data", root / "cache", root / "config", root / "runtime")
     import platformdirs
 
@@ -103,9 +108,33 @@ def ensure_private_dir(path: Path | str) -> Path:
     left as they are (they may be shared, e.g. ``~/.local/share``). When *path* itself
     exists with a wider mode it is narrowed to 0700 (when the system lets us).
 
-    :raises OSError: when the folder cannot be created.
+    :raises ConfigError: when the folder cannot be created (a file is in the way, a
+        read-only or foreign folder), naming ``JOBLEDGER_HOME`` when it is the cause.
     """
-    folder = Path(path)
+    try:
+        return _make_private_dir(Path(path))
+    except OSError as exc:
+        raise _unusable(Path(path), exc) from exc
+
+
+def _unusable(folder: Path, exc: OSError) -> Exception:
+    from jobledger.errors import ConfigError
+
+    reason = exc.strerror or str(exc)
+    home = os.environ.get("JOBLEDGER_HOME")
+    if home and (folder == Path(home) or Path(home) in folder.parents):
+        return ConfigError(
+            f"JOBLEDGER_HOME={home} cannot hold jobledger's files: creating {folder} failed "
+            f"({reason}); point JOBLEDGER_HOME at a folder you can write, or unset it to use "
+            "the default folders (`jobledger paths` shows them)"
+        )
+    return ConfigError(
+        f"cannot create jobledger's folder {folder} ({reason}); make its parent writable, "
+        "or set JOBLEDGER_HOME to a folder you can write"
+    )
+
+
+def _make_private_dir(folder: Path) -> Path:
     missing: list[Path] = []
     probe = folder
     while not probe.is_dir():
