@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jobledger.errors import ConfigError
 from jobledger.paths import ensure_private_dir
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes only")
@@ -86,5 +87,5 @@ def test_ensure_private_dir_narrows_an_existing_wide_folder(tmp_path: Path) -> N
     assert ensure_private_dir(folder) == folder
     assert mode(folder) == 0o700
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ConfigError, match="File exists"):
         ensure_private_dir(tmp_path / "file")
