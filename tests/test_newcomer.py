@@ -329,3 +329,46 @@ def test_a_bad_jobledger_home_is_named_with_the_way_out(tmp_path: Path) -> None:
     assert f"JOBLEDGER_HOME={not_a_folder}" in done.stderr
     assert "point JOBLEDGER_HOME at a folder you can write" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.filterwarnings("ignore::ImportWarning")  # myQLM's loader on Python 3.11
+def test_a_stored_quantum_result_shows_a_counts_histogram(conn: Any) -> None:
+    from qiskit import QuantumCircuit
+
+    bell = QuantumCircuit(2)
+    bell.h(0)
+    bell.cx(0, 1)
+    bell.measure_all()
+    job = conn.submit([bell], "qiskit-sampler", params={"shots": 64, "seed": 3})
+    job.result(timeout=60)
+    page = job._repr_html_()
+    assert "jobledger-counts" in page and ">00<" in page and ">11<" in page
+    echo = conn.submit({"n": 1}, "echo")
+    echo.result(timeout=30)
+    assert "jobledger-counts" not in echo._repr_html_()
+
+
+def test_a_notebook_session_path_is_recorded_in_provenance(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    notebook = tmp_path / "figure3.ipynb"
+    notebook.write_text('{"cells": []}')
+    code = (
+        "from IPython.testing.globalipapp import start_ipython\n"
+        "shell = start_ipython()\n"
+        "from jobledger.provenance import capture_environment\n"
+        "import json\n"
+        "print(json.dumps(capture_environment()['program']))\n"
+    )
+    env = {**os.environ, "JPY_SESSION_NAME": str(notebook), "JOBLEDGER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    program = json.loads(done.stdout.strip().splitlines()[-1])
+    assert program["path"] == str(notebook)
+    import hashlib
+
+    assert program["sha256"] == hashlib.sha256(notebook.read_bytes()).hexdigest()

@@ -284,7 +284,13 @@ def _program(cwd: Path, argv: list[str] | None, secrets: set[str]) -> dict[str, 
     shell = _ipython_shell()
     if shell is not None:
         notebook = "ipykernel" in type(shell).__module__ or "google.colab" in sys.modules
-        session = getattr(main, "__session__", None) or getattr(main, "__vsc_ipynb_file__", None)
+        # Jupyter names the notebook in __session__ (and, for jupyter-server >= 2, in
+        # JPY_SESSION_NAME); VS Code in __vsc_ipynb_file__.
+        session = (
+            getattr(main, "__session__", None)
+            or getattr(main, "__vsc_ipynb_file__", None)
+            or os.environ.get("JPY_SESSION_NAME")
+        )
         path = _absolute(cwd, session) if isinstance(session, str) and session else None
         return {
             "kind": "notebook" if notebook else "interactive",

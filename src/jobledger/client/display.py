@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jobledger.client.job import Job
 
-__all__ = ["JobList", "job_html", "short"]
+__all__ = ["JobList", "counts_of", "histogram", "job_html", "short"]
 
 #: how much of a failure message a table or an error line shows
 MESSAGE_LIMIT = 300
@@ -55,7 +55,64 @@ def job_html(job: Job) -> str:
         for k, v in rows
         if v
     )
+    counts = _stored_counts(job) if job.result_state() == "stored" else None
+    if counts:
+        body += f"<tr><th style='text-align:left'>counts</th><td>{histogram(counts)}</td></tr>"
     return f"<table class='jobledger-job'>{body}</table>"
+
+
+#: media types whose results carry measurement counts
+_QUANTUM = ("application/vnd.qiskit", "application/vnd.braket", "application/vnd.qat")
+
+
+def _stored_counts(job: Job) -> dict[str, int] | None:
+    """Measurement counts of a quantum result already in the local store, or ``None``.
+
+    Decoding reads only the local store; any failure just leaves the histogram out.
+    """
+    if not job.result_media_type().startswith(_QUANTUM):
+        return None
+    try:
+        return counts_of(job.get_result())
+    except Exception:  # display must never fail: a damaged or odd result shows no histogram
+        return None
+
+
+def counts_of(value: Any) -> dict[str, int] | None:
+    """Counts of the first experiment of a Qiskit, Braket or myQLM result."""
+    braket = getattr(value, "measurement_counts", None)
+    if braket:
+        return {str(k): int(v) for k, v in dict(braket).items()}
+    first = value[0] if isinstance(value, list | tuple) or hasattr(value, "__getitem__") else None
+    data = getattr(first, "data", None)
+    for name in dir(data) if data is not None else ():
+        counts = getattr(getattr(data, name, None), "get_counts", None)
+        if callable(counts) and not name.startswith("_"):
+            return {str(k): int(v) for k, v in counts().items()}
+    raw = getattr(value, "raw_data", None) or getattr(value, "results", None)
+    if raw:  # myQLM: probabilities per state, shown per thousand
+        out = {}
+        for sample in list(raw)[:64]:
+            probability = getattr(sample, "probability", None)
+            if probability is not None:
+                out[str(sample.state)] = round(1000 * float(probability))
+        return out or None
+    return None
+
+
+def histogram(counts: dict[str, int], top: int = 8) -> str:
+    """A small inline bar chart of the *top* outcomes (plain HTML, no script)."""
+    chosen = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    largest = max((v for _, v in chosen), default=0) or 1
+    bars = "".join(
+        f"<div style='display:flex;align-items:center;gap:4px;font-family:monospace'>"
+        f"<span style='min-width:5em'>{html.escape(k)}</span>"
+        f"<span style='display:inline-block;height:0.8em;width:{int(120 * v / largest)}px;"
+        f"background:#4a78b0'></span><span>{v}</span></div>"
+        for k, v in chosen
+    )
+    more = f"<div>… {len(counts) - top} more outcomes</div>" if len(counts) > top else ""
+    return f"<div class='jobledger-counts'>{bars}{more}</div>"
 
 
 def _stored(job: Job) -> str:

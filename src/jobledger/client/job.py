@@ -633,6 +633,11 @@ class Job:
 
         return job_html(self)
 
+    def result_media_type(self) -> str:
+        """The recorded media type of the result (``""`` when none is known)."""
+        ref = self._record.result
+        return ref.media_type if ref is not None else ""
+
     def result_state(self) -> str:
         """Where the result is, from what is recorded (no network): ``"stored"`` (in
         the local store), ``"remote"`` (on the service only) or ``"none"``."""
