@@ -219,6 +219,7 @@ class Connection:
             from jobledger.providers.qlmaas import service_id as qlmaas_service_id
 
             qlmaas = QLMaaSProvider.from_config(self.config)
+            qlmaas.health()  # logs in: refused credentials are known before anything is recorded
             service = ServiceRecord(
                 qlmaas_service_id(qlmaas.hostname, qlmaas.port),
                 redact_url(qlmaas.url),
