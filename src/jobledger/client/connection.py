@@ -214,6 +214,20 @@ class Connection:
             )
             self.registry.upsert_service(service)
             return Binding(ibm, service)
+        if self.config.provider == "qlmaas":
+            from jobledger.providers.qlmaas import QLMaaSProvider
+            from jobledger.providers.qlmaas import service_id as qlmaas_service_id
+
+            qlmaas = QLMaaSProvider.from_config(self.config)
+            qlmaas.health()  # logs in: refused credentials are known before anything is recorded
+            service = ServiceRecord(
+                qlmaas_service_id(qlmaas.hostname, qlmaas.port),
+                redact_url(qlmaas.url),
+                "remote",
+                self.config.profile,
+            )
+            self.registry.upsert_service(service)
+            return Binding(qlmaas, service)
         if self.config.url is None:
             from jobledger.service.local import ensure_running, find_running
 
@@ -295,6 +309,10 @@ class Connection:
             from jobledger.providers.ibm import encode_pubs
 
             data, media_type = encode_pubs(batch)
+        elif self.config.provider == "qlmaas":
+            from jobledger.providers.qlmaas import encode_batch
+
+            data, media_type = encode_batch(batch)
         else:
             data, media_type = codecs.encode(batch)
         params = check_params(params)
