@@ -214,6 +214,13 @@ class Connection:
             )
             self.registry.upsert_service(service)
             return Binding(ibm, service)
+        if self.config.provider == "braket":
+            from jobledger.providers.braket import BraketProvider
+
+            braket = BraketProvider.from_config(self.config)
+            service = ServiceRecord(braket.service_id, braket.url, "remote", self.config.profile)
+            self.registry.upsert_service(service)
+            return Binding(braket, service)
         if self.config.url is None:
             from jobledger.service.local import ensure_running, find_running
 
@@ -295,6 +302,10 @@ class Connection:
             from jobledger.providers.ibm import encode_pubs
 
             data, media_type = encode_pubs(batch)
+        elif self.config.provider == "braket":
+            from jobledger.providers.braket import encode_program
+
+            data, media_type = encode_program(batch)
         else:
             data, media_type = codecs.encode(batch)
         params = check_params(params)
