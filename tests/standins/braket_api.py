@@ -26,7 +26,8 @@ Tasks run one at a time on a worker thread with Braket's local state-vector simu
 ``GateModelTaskResult`` to ``{outputS3KeyPrefix}/{task id}/results.json`` as Braket does.
 Test controls: ``pause``/``resume``, ``drop_next_create`` (the task is created, then the
 connection is closed without an answer), ``fail_next_task``, ``accept_keys``,
-``requests`` (per-route counts) and ``tasks``.
+``requests`` (per-route counts of accepted requests), ``refused`` (of requests
+with an unknown key), ``tasks`` and ``objects``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class BraketStandIn:
     tasks: dict[str, StandInTask] = field(default_factory=dict)
     objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -223,9 +225,10 @@ class BraketStandIn:
     def _signed(self, handler: Any, *, s3: bool = False) -> Any:
         def check(request: Request) -> Reply:
             found = _KEY_ID.search(request.headers.get("Authorization", ""))
+            route = f"{request.method} {handler.__name__.strip('_')}"
             with self._lock:
-                self.requests[f"{request.method} {handler.__name__.strip('_')}"] += 1
                 accepted = found is not None and found.group(1) in self.keys
+                (self.requests if accepted else self.refused)[route] += 1
             if not accepted:
                 message = "The security token included in the request is invalid."
                 if s3:
