@@ -212,6 +212,8 @@ def test_sync_records_a_task_created_with_the_sdk(
             sdk_session(braket_standin), SV1, bell(), (BUCKET, "elsewhere"), 5, quiet=True
         )
         assert conn.job(second.id).job_id == second.id
+        listed = conn.jobs(remote=True, backend_name=SV1, limit=5)
+        assert {j.job_id for j in listed} == {outside.id, second.id}
 
 
 def test_cancel_failure_and_deleted_files(profile: str, braket_standin: BraketStandIn) -> None:
