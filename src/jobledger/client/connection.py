@@ -21,7 +21,6 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobledger import codecs
 from jobledger.client.binding import Binding
 from jobledger.client.checks import check_date, check_params, check_statuses, check_tags
 from jobledger.client.sync import (
@@ -203,31 +202,15 @@ class Connection:
     def _connect(self, start: bool = True) -> Binding:
         from jobledger.providers.jobledger_http import HTTPProvider
 
-        if self.config.provider == "ibm-quantum":
-            from jobledger.providers.ibm import IBMProvider, service_id
+        if self.config.provider != "jobledger":
+            from jobledger.providers.factory import open_remote
 
-            config = self.config
-            assert config.url is not None and config.channel and config.instance
-            ibm = IBMProvider.from_config(config)
+            remote = open_remote(self.config)
             service = ServiceRecord(
-                service_id(config.channel, config.instance), config.url, "remote", config.profile
+                remote.service_id, redact_url(remote.url), "remote", self.config.profile
             )
             self.registry.upsert_service(service)
-            return Binding(ibm, service)
-        if self.config.provider == "qlmaas":
-            from jobledger.providers.qlmaas import QLMaaSProvider
-            from jobledger.providers.qlmaas import service_id as qlmaas_service_id
-
-            qlmaas = QLMaaSProvider.from_config(self.config)
-            qlmaas.health()  # logs in: refused credentials are known before anything is recorded
-            service = ServiceRecord(
-                qlmaas_service_id(qlmaas.hostname, qlmaas.port),
-                redact_url(qlmaas.url),
-                "remote",
-                self.config.profile,
-            )
-            self.registry.upsert_service(service)
-            return Binding(qlmaas, service)
+            return Binding(remote.provider, service)
         if self.config.url is None:
             from jobledger.service.local import ensure_running, find_running
 
@@ -305,16 +288,9 @@ class Connection:
             when it could not be reached at all; a submission whose answer was lost
             stays pending and is resolved by the next call or ``sync()``).
         """
-        if self.config.provider == "ibm-quantum":
-            from jobledger.providers.ibm import encode_pubs
+        from jobledger.providers.factory import encode_batch
 
-            data, media_type = encode_pubs(batch)
-        elif self.config.provider == "qlmaas":
-            from jobledger.providers.qlmaas import encode_batch
-
-            data, media_type = encode_batch(batch)
-        else:
-            data, media_type = codecs.encode(batch)
+        data, media_type = encode_batch(self.config.provider, batch)
         params = check_params(params)
         tag_list = check_tags(tags)
         if not isinstance(backend, str) or not backend:

@@ -592,6 +592,13 @@ class Job:
         deleted = conn.call(lambda p: p.delete_files(job_id))
         conn.registry.add_event(record.pk, "delete-files", "")
         self.refresh()
+        if deleted and self._record.status is not JobStatus.DELETED:
+            # Services that keep a task's record after its files are gone (Braket) still
+            # call it finished; the ledger records what was done.
+            from jobledger.providers.base import RemoteJob
+
+            conn.registry.apply_infos(conn.service_id, [RemoteJob(job_id, JobStatus.DELETED)])
+            self._reload()
         return deleted
 
     # -- streaming ---------------------------------------------------------------
