@@ -39,6 +39,8 @@ __all__ = ["DaskExecutor"]
 
 # How long the service waits for a scheduler to answer, and for a LocalCluster to start.
 CONNECT_TIMEOUT = 30.0
+# How long an unreachable --scheduler is tried before the service gives up starting.
+SCHEDULER_TIMEOUT = 10.0
 # How often the cluster's number of worker threads is asked again.
 _CAPACITY_EVERY = 1.0
 
@@ -149,7 +151,7 @@ class DaskExecutor:
             self._client = Client(self._cluster, timeout=CONNECT_TIMEOUT)
         else:
             try:
-                self._client = Client(self._scheduler, timeout=CONNECT_TIMEOUT)
+                self._client = Client(self._scheduler, timeout=SCHEDULER_TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 raise ConfigError(
                     f"cannot reach the Dask scheduler at {self._scheduler}: {exc}; "

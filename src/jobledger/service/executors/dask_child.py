@@ -7,9 +7,9 @@ the way the local pool does: a Dask worker under a nanny is a daemonic process, 
 two descriptors inherited, and this module wraps them as
 :class:`~multiprocessing.connection.Connection` objects and runs the very same
 :func:`~jobledger.service.worker.worker_main` loop: JSON orders in, JSON messages
-out, results written as blobs. Cancellation is ``SIGUSR1``, which sets the flag that
-``ctx.cancelled()`` reads (a process that was asked to cancel is never reused, so
-the flag is never reset).
+out, results written as blobs. Cancellation is ``SIGUSR1``, which sets the flag
+that ``ctx.cancelled()`` reads; the process says it is ready once that handler is in
+place. A process that was asked to cancel is never reused, so the flag is never reset.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from multiprocessing.connection import Connection
 from types import FrameType
 
-from jobledger.service.executors.dask_supervisor import CANCEL_SIGNAL
+from jobledger.service.executors.dask_supervisor import CANCEL_SIGNAL, READY
 from jobledger.service.worker import worker_main
 
 __all__ = ["main"]
@@ -41,7 +41,10 @@ def main(argv: list[str]) -> None:
     conn_fd, lifeline_fd, parent_pid = (int(arg) for arg in argv)
     conn = Connection(conn_fd)
     lifeline = Connection(lifeline_fd, writable=False)
-    worker_main(conn, _SignalFlag(), lifeline, parent_pid)
+    flag = _SignalFlag()
+    # Only now may the supervisor signal us: before the handler, SIGUSR1 would kill.
+    conn.send_bytes(READY)
+    worker_main(conn, flag, lifeline, parent_pid)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ __all__ = ["CANCEL_GRACE", "CANCEL_SIGNAL", "POLL_SECONDS", "run_job"]
 
 # What the supervisor sends its backend process to cancel the job (see .dask_child).
 CANCEL_SIGNAL = signal.SIGUSR1
+# What a backend process sends first, once it can take CANCEL_SIGNAL.
+READY = b'{"kind": "ready"}'
+# How long a backend process may take to start (imports and backends loaded).
+START_TIMEOUT = 60.0
 
 CANCEL_GRACE = 1.0
 # How often the job's cancel event and its Dask task state are looked at.
@@ -87,7 +91,19 @@ def _spawn() -> _Child:
     finally:
         theirs.close()
         os.close(watched)
-    return _Child(process, Connection(ours.detach()), lifeline)
+    child = _Child(process, Connection(ours.detach()), lifeline)
+    try:
+        hello = child.conn.recv_bytes() if child.conn.poll(START_TIMEOUT) else b""
+    except (EOFError, OSError):
+        hello = b""
+    if hello != READY:
+        code = process.poll()
+        child.close(kill=True)
+        raise RuntimeError(
+            f"the backend process did not start on this Dask worker (exit code {code}); "
+            "check that jobledger and the backends' packages are installed where it runs"
+        )
+    return child
 
 
 def _child() -> _Child:
@@ -131,8 +147,18 @@ class _Task:
         return bool(self._cancel.is_set())
 
 
-def _died(child: _Child, memory_mb: int) -> dict[str, Any]:
+_KILLED = {
+    "kind": "cancelled",
+    "message": "cancelled while running (the backend ignored cancellation; "
+    "its worker process was killed)",
+}
+
+
+def _ended(child: _Child, memory_mb: int, kill_at: float | None) -> dict[str, Any]:
+    """The final message for a backend process that ended without one."""
     code = child.process.wait(5.0)
+    if kill_at is not None:
+        return dict(_KILLED)
     message = f"the worker process running the job died (exit code {code})"
     if memory_mb:
         message += f"; it may have exceeded its memory limit of {memory_mb} MiB"
@@ -156,7 +182,7 @@ def _supervise(order: dict[str, Any], task: _Task, child: _Child) -> tuple[dict[
             try:
                 raw = child.conn.recv_bytes().decode("utf-8")
             except (EOFError, OSError):
-                return _died(child, memory_mb), False
+                return _ended(child, memory_mb, kill_at), False
             message = json.loads(raw)
             if message.get("kind") not in ("log", "interim", "metric"):
                 if kill_at is not None:
@@ -165,7 +191,7 @@ def _supervise(order: dict[str, Any], task: _Task, child: _Child) -> tuple[dict[
             # Relayed, then the checks below still run however chatty the backend is.
             task.report(raw)
         if child.process.poll() is not None and not child.conn.poll():
-            return _died(child, memory_mb), False
+            return _ended(child, memory_mb, kill_at), False
         now = time.monotonic()
         if kill_at is None and now >= next_poll:
             next_poll = now + POLL_SECONDS
@@ -174,8 +200,7 @@ def _supervise(order: dict[str, Any], task: _Task, child: _Child) -> tuple[dict[
                     child.process.send_signal(CANCEL_SIGNAL)
                 kill_at = now + CANCEL_GRACE
         if kill_at is not None and now >= kill_at:
-            note = "cancelled while running (the backend ignored cancellation; its worker "
-            return {"kind": "cancelled", "message": note + "process was killed)"}, False
+            return dict(_KILLED), False
         if deadline is not None and now >= deadline:
             # Past its wall time: no polite signal first, the limit is the limit.
             message = f"the job exceeded its wall-time limit of {seconds:g} s"
