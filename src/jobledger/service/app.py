@@ -38,7 +38,7 @@ from jobledger.service.auth import TokenAuthority
 from jobledger.service.blobs import BlobInfo, BlobStore
 from jobledger.service.db import Database
 from jobledger.service.events import Broker, sse_stream
-from jobledger.service.executors import Executor
+from jobledger.service.executors import DaskExecutor, Executor, JobExecutor
 from jobledger.service.limits import JobLimits, Limit
 from jobledger.service.openapi import openapi_document
 from jobledger.service.plugin import Backend, load_backends, unavailable_reason
@@ -65,16 +65,27 @@ class Service:
     blobs: BlobStore
     tokens: TokenAuthority
     broker: Broker
-    executor: Executor
+    executor: JobExecutor
     backends: dict[str, Backend]
     max_body: int
     limits: dict[str, Limit]
 
     @classmethod
     def open(
-        cls, data_dir: Path, workers: int, max_body: int, limits: JobLimits | None = None
+        cls,
+        data_dir: Path,
+        workers: int,
+        max_body: int,
+        limits: JobLimits | None = None,
+        *,
+        executor: str = "process",
+        scheduler: str | None = None,
     ) -> Service:
-        """Open (or create) the service whose data is in *data_dir*."""
+        """Open (or create) the service whose data is in *data_dir*.
+
+        :param executor: ``"process"`` (the local pool of *workers* processes) or
+            ``"dask"`` (the Dask cluster at *scheduler*, or a LocalCluster of *workers*).
+        """
         db = Database(data_dir)
         store = JobStore(db)
         blobs = BlobStore(data_dir / "blobs")
@@ -86,7 +97,13 @@ class Service:
         def limit_of(name: str) -> Limit:
             return resolved.get(name) or limits.for_backend(name)
 
-        executor = Executor(store, blobs, workers, broker.notify, limit_of)
+        runner: JobExecutor
+        if executor == "dask":
+            runner = DaskExecutor(
+                store, blobs, workers, broker.notify, limit_of, scheduler=scheduler
+            )
+        else:
+            runner = Executor(store, blobs, workers, broker.notify, limit_of)
         return cls(
             data_dir,
             db,
@@ -94,7 +111,7 @@ class Service:
             blobs,
             TokenAuthority(db),
             broker,
-            executor,
+            runner,
             backends,
             max_body,
             resolved,

@@ -96,6 +96,30 @@ def _default_data() -> Path:
     help="Address-space limit of a job in MiB (0: none, the default); repeat with "
     "BACKEND=MIB for one backend.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "dask"]),
+    default="process",
+    show_default=True,
+    envvar="JOBLEDGER_EXECUTOR",
+    help="Where jobs run: the local pool of worker processes, or a Dask cluster "
+    "(needs jobledger[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    envvar="JOBLEDGER_DASK_SCHEDULER",
+    help="The Dask scheduler to run jobs on (e.g. tcp://10.0.0.5:8786); without it, "
+    "--executor dask starts a LocalCluster on this machine.",
+)
+@click.option(
+    "--dask-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="JOBLEDGER_DASK_WORKERS",
+    help="Worker processes of the LocalCluster that --executor dask starts "
+    "(default: --workers, else the number of CPUs).",
+)
 @click.option("--runtime-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 def serve(
@@ -109,6 +133,9 @@ def serve(
     keep_alive: int,
     job_timeout: tuple[str, ...],
     job_memory: tuple[str, ...],
+    executor: str,
+    scheduler: str | None,
+    dask_workers: int | None,
     runtime_file: Path | None,
     token_file: Path | None,
 ) -> None:
@@ -131,6 +158,15 @@ def serve(
         raise click.ClickException(
             f"{', '.join(missing)} not installed: install jobledger[server] to serve"
         )
+    if executor != "dask" and (scheduler or dask_workers):
+        raise click.UsageError("--scheduler and --dask-workers need --executor dask")
+    if executor == "dask" and importlib.util.find_spec("distributed") is None:
+        raise click.ClickException(
+            "distributed not installed: install jobledger[dask] to use --executor dask"
+        )
+    size = workers or os.cpu_count() or 1
+    if executor == "dask":
+        size = dask_workers or size
     from jobledger.service.server import serve as run
 
     try:
@@ -138,7 +174,7 @@ def serve(
             host=host,
             port=port,
             data_dir=(data or _default_data()).absolute(),
-            workers=workers or os.cpu_count() or 1,
+            workers=size,
             max_body=max_body,
             runtime_file=runtime_file,
             token_file=token_file,
@@ -146,6 +182,8 @@ def serve(
             request_timeout=request_timeout,
             keep_alive=keep_alive,
             limits=limits,
+            executor=executor,
+            scheduler=scheduler,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None

@@ -127,6 +127,8 @@ def serve(
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     keep_alive: int = DEFAULT_KEEP_ALIVE,
     limits: JobLimits | None = None,
+    executor: str = "process",
+    scheduler: str | None = None,
 ) -> None:
     """Serve protocol v1 from *data_dir* on *host*:*port* until SIGTERM/SIGINT.
 
@@ -134,11 +136,14 @@ def serve(
     :param request_timeout: seconds a request head may take, and a body may stall.
     :param keep_alive: seconds an idle keep-alive connection stays open.
     :param limits: per-job wall-time and memory limits.
+    :param executor: ``"process"`` (the local pool) or ``"dask"`` (a Dask cluster).
+    :param scheduler: the Dask scheduler's address; ``None`` starts a LocalCluster
+        of *workers* worker processes.
     """
     sock = _bind(host, port)
     real_port = int(sock.getsockname()[1])
     url = _url(host, real_port)
-    svc = Service.open(data_dir, workers, max_body, limits)
+    svc = Service.open(data_dir, workers, max_body, limits, executor=executor, scheduler=scheduler)
     guard = ConnectionGuard(_connection_cap(max_connections, workers), request_timeout)
 
     def ready(svc: Service) -> None:
