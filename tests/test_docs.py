@@ -140,7 +140,7 @@ def _run_file(path: Path, root: Path) -> _Run:
         if runtime_file.exists():
             run.service_pid = json.loads(runtime_file.read_text(encoding="utf-8")).get("pid")
         run.stopped = subprocess.run(
-            [sys.executable, "-m", "jobledger", "service", "stop"],
+            [sys.executable, "-m", "jobledger", "service", "stop", "--force"],
             env=env,
             capture_output=True,
             text=True,

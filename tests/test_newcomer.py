@@ -125,7 +125,10 @@ def test_notebook_display_of_jobs_and_long_failures(conn: Any) -> None:
 def test_ls_never_starts_the_embedded_service(jobledger_home: Path) -> None:
     started = jobledger_cli("submit", "sleep", "--param", "seconds=30", home=jobledger_home)
     assert started.returncode == 0, started.stderr
-    assert jobledger_cli("service", "stop", home=jobledger_home).returncode == 0
+    refused = jobledger_cli("service", "stop", home=jobledger_home)
+    assert refused.returncode == 1 and "1 job is queued or running" in refused.stderr
+    assert "--force" in refused.stderr
+    assert jobledger_cli("service", "stop", "--force", home=jobledger_home).returncode == 0
     listed = jobledger_cli("ls", home=jobledger_home)
     assert listed.returncode == 0, listed.stderr
     assert "not running" in listed.stderr

@@ -208,11 +208,44 @@ def service_start() -> None:
 
 
 @service.command("stop")
-def service_stop() -> None:
-    """Stop the local service and its workers."""
-    from jobledger.service.local import stop
+@click.option("--force", is_flag=True, help="Stop even when jobs are queued or running.")
+def service_stop(force: bool) -> None:
+    """Stop the local service and its workers (asks first when jobs would be ended)."""
+    import sys
 
+    from jobledger.service.local import find_running, stop
+
+    running = find_running()
+    busy = _unfinished_jobs(running.url, running.token) if running is not None else 0
+    if busy and not force:
+        what = f"{busy} job{'s are' if busy != 1 else ' is'} queued or running"
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"{what} on the local service; stopping it ends them (they are marked "
+                "failed): wait for them (`jobledger ls --status running`) or stop it with "
+                "`jobledger service stop --force`"
+            )
+        if not click.confirm(f"{what}; stopping the service ends them. Stop it?", err=True):
+            click.echo("left running", err=True)
+            return  # the user's answer, not a failure
     click.echo("stopped" if stop() else "not running", err=True)
+
+
+def _unfinished_jobs(url: str, token: str) -> int:
+    """How many jobs of the local service are queued or running (0 if it cannot say)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    query = "status=INITIALIZING&status=QUEUED&status=RUNNING&limit=1000"
+    request = urllib.request.Request(
+        f"{url}/v1/jobs?{query}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return len(json.loads(answer.read()).get("jobs", []))
+    except (OSError, ValueError, urllib.error.URLError):
+        return 0
 
 
 @service.command("status")
