@@ -237,7 +237,7 @@ def _unfinished_jobs(url: str, token: str) -> int:
     import urllib.error
     import urllib.request
 
-    query = "status=INITIALIZING&status=QUEUED&status=RUNNING&limit=1000"
+    query = "status=QUEUED&status=RUNNING&limit=1000"
     request = urllib.request.Request(
         f"{url}/v1/jobs?{query}", headers={"Authorization": f"Bearer {token}"}
     )
