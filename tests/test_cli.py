@@ -184,7 +184,8 @@ def test_ls_filters_table_and_json(run: Run) -> None:
 
     listed = as_json(run("ls", "--json"))
     assert [j["id"] for j in listed] == [second, first]
-    assert all(set(j) == JOB_FIELDS for j in listed)
+    assert all(set(j) == JOB_FIELDS | {"provider"} for j in listed)
+    assert {j["provider"] for j in listed} == {"jobledger"}
     assert [j["id"] for j in as_json(run("ls", "--tag", "alpha", "--json"))] == [first]
     assert [j["id"] for j in as_json(run("ls", "--status", "failed", "--json"))] == [second]
     assert [j["id"] for j in as_json(run("ls", "--status", "DONE", "--json"))] == [first]
@@ -195,7 +196,10 @@ def test_ls_filters_table_and_json(run: Run) -> None:
     assert {first, second} <= {j["id"] for j in remote}
 
     table = run("ls").stdout.splitlines()
-    assert table[0].split() == ["ID", "ALIAS", "BACKEND", "STATUS", "SUBMITTED", "RAN", "TAGS"]
+    assert table[0].split() == [
+        "ID", "ALIAS", "BACKEND", "PROVIDER", "STATUS", "SUBMITTED", "RAN", "TAGS"
+    ]  # fmt: skip
+    assert "jobledger" in table[1]
     assert table[1].startswith(second) and "failed" in table[1]
     assert table[2].index("done") == table[1].index("failed")  # aligned columns
     assert "\x1b[" not in "\n".join(table)

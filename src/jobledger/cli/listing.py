@@ -46,6 +46,11 @@ def _parse_statuses(
     return out
 
 
+def provider_name(kind: str | None) -> str:
+    """Where a job runs, from its service's recorded kind."""
+    return {"local": "local", "remote": "jobledger", None: "?"}.get(kind, kind or "?")
+
+
 def _refresh_open(conn: Connection, records: list[JobRecord]) -> list[JobRecord]:
     """Ask the bound service, in one call, for the statuses of listed open jobs."""
     from jobledger.errors import OfflineError
@@ -118,12 +123,22 @@ def ls(
             )
             records = _refresh_open(conn, records)
         if as_json:
-            echo_json([record_dict(r, conn.store) for r in records])
+            kinds = {s.id: s.kind for s in conn.registry.services()}
+            echo_json(
+                [
+                    {
+                        **record_dict(r, conn.store),
+                        "provider": provider_name(kinds.get(r.service or "")),
+                    }
+                    for r in records
+                ]
+            )
             return
         if not records:
             note("no jobs match (submit one with `jobledger submit echo`)")
             return
         now = datetime.now(UTC)
+        kinds = {s.id: s.kind for s in conn.registry.services()}
         rows = []
         for r in records:
             ran = ""
@@ -136,6 +151,7 @@ def ls(
                     r.name,
                     r.alias or "",
                     r.backend,
+                    provider_name(kinds.get(r.service or "")),
                     style_status(r.status),
                     relative_time(r.created_at, now),
                     ran,
@@ -143,7 +159,9 @@ def ls(
                 ]
             )
         click.echo(
-            format_table(["ID", "ALIAS", "BACKEND", "STATUS", "SUBMITTED", "RAN", "TAGS"], rows)
+            format_table(
+                ["ID", "ALIAS", "BACKEND", "PROVIDER", "STATUS", "SUBMITTED", "RAN", "TAGS"], rows
+            )
         )
         if wanted is not None and len(records) == wanted:
             note(f"(the {wanted} most recent; use --limit N or --all for more)")

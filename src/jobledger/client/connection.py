@@ -206,8 +206,12 @@ class Connection:
             from jobledger.providers.factory import open_remote
 
             remote = open_remote(self.config)
+            # The kind names the provider, so listings can say where each job runs.
             service = ServiceRecord(
-                remote.service_id, redact_url(remote.url), "remote", self.config.profile
+                remote.service_id,
+                redact_url(remote.url),
+                self.config.provider,
+                self.config.profile,
             )
             self.registry.upsert_service(service)
             return Binding(remote.provider, service)

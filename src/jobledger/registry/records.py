@@ -35,7 +35,9 @@ class ServiceRecord:
 
     id: str
     url: str
-    kind: str  # "local" (the embedded service) or "remote"
+    # "local" (the embedded service), "remote" (a jobledger service), "imported" (from a
+    # bundle), or the provider of another job service ("ibm-quantum", "braket", "qlmaas")
+    kind: str
     profile: str | None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from jobledger.errors import ConfigError
 from jobledger.service.blobs import BlobInfo, BlobStore
+from jobledger.service.executors.base import CancelQueue
 from jobledger.service.executors.dask_supervisor import run_job
 from jobledger.service.limits import Limit
 from jobledger.service.store import STOPPED_MESSAGE, JobStore, now_iso
@@ -53,7 +54,7 @@ class _InFlight:
     cancel_requested: bool = False
 
 
-class DaskExecutor:
+class DaskExecutor(CancelQueue):
     """Runs queued jobs on a Dask cluster (at *scheduler*, or a LocalCluster of *size*)."""
 
     def __init__(
@@ -101,24 +102,6 @@ class DaskExecutor:
     def wake(self) -> None:
         """Tell the scheduler thread something changed (a job was queued or cancelled)."""
         self._inbox.put(("wake", None))
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel *job_id*: at once if queued, through its cancel event if running.
-
-        :returns: whether a cancellation happened or was started.
-        """
-        if self._store.finish(
-            job_id, JobStatus.CANCELLED, "cancelled while queued", only_from=(JobStatus.QUEUED,)
-        ):
-            self._notify(job_id)
-            return True
-        record = self._store.get(job_id)
-        if record is None or record.status is not JobStatus.RUNNING:
-            return False
-        with self._lock:
-            self._cancels.add(job_id)
-        self.wake()
-        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop: running jobs are cancelled on the cluster and end ``ERROR``."""

@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from jobledger.service.blobs import BlobInfo, BlobStore
+from jobledger.service.executors.base import CancelQueue
 from jobledger.service.limits import Limit
 from jobledger.service.store import STOPPED_MESSAGE, JobStore, now_iso
 from jobledger.service.worker import worker_main
@@ -56,7 +57,7 @@ class _Worker:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Executor:
+class Executor(CancelQueue):
     """Runs queued jobs on *size* worker processes."""
 
     def __init__(
@@ -90,24 +91,6 @@ class Executor:
         """Tell the scheduler something changed (a job was queued or cancelled)."""
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"x")
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel *job_id*: at once if queued, through its worker if running.
-
-        :returns: whether a cancellation happened or was started.
-        """
-        if self._store.finish(
-            job_id, JobStatus.CANCELLED, "cancelled while queued", only_from=(JobStatus.QUEUED,)
-        ):
-            self._notify(job_id)
-            return True
-        record = self._store.get(job_id)
-        if record is None or record.status is not JobStatus.RUNNING:
-            return False
-        with self._lock:
-            self._cancels.add(job_id)
-        self.wake()
-        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the scheduler and every worker; running jobs end ``ERROR``."""
