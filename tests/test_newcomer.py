@@ -375,3 +375,46 @@ def test_a_notebook_session_path_is_recorded_in_provenance(tmp_path: Path) -> No
     import hashlib
 
     assert program["sha256"] == hashlib.sha256(notebook.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("running_job", [False, True])
+def test_ctrl_c_in_serve_is_a_normal_stop(tmp_path: Path, running_job: bool) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "svc"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
+    env["JOBLEDGER_HOME"] = str(tmp_path / "home")
+    # A terminal's Ctrl-C reaches the whole process group: the service and its workers.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobledger", "serve", "--port", "0", "--data", str(data)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = re.search(r"http://\S+", proc.stderr.readline())
+        assert url is not None
+        if running_job:
+            made = jobledger_cli("token", "create", "ctrlc", "--data", str(data), home=tmp_path)
+            with jobledger.connect(url=url.group(0), token=made.stdout.strip()) as conn:
+                job = conn.submit({}, "sleep", params={"seconds": 30, "interval": 1})
+                deadline = time.monotonic() + 20
+                while job.refresh().status.value != "RUNNING" and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert job.status().value == "RUNNING"
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert "stopped" in err
+    assert "Traceback" not in err and "Aborted" not in err

@@ -185,6 +185,10 @@ def serve(
             executor=executor,
             scheduler=scheduler,
         )
+    except KeyboardInterrupt:
+        # Ctrl-C is how a foreground service is meant to stop: uvicorn has shut down
+        # gracefully and re-raised the signal; that is a normal end, not a failure.
+        return
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None
 
