@@ -68,6 +68,8 @@ def test_nothing_configured_means_embedded_local_service(paths: Paths) -> None:
         "token": "default (none)",
         "offline": "default (false)",
         "verify": "default (true)",
+        "timeout": "default (10 s)",
+        "connect_timeout": "default (3 s)",
     }
 
 
@@ -123,7 +125,8 @@ def test_arguments_override_environment(paths: Paths, monkeypatch: pytest.Monkey
         False,
         "home",
     )
-    assert set(config.sources.values()) == {"argument"}
+    chosen = {k: v for k, v in config.sources.items() if "timeout" not in k}
+    assert set(chosen.values()) == {"argument"}
 
 
 def test_profile_argument_selects_profile(paths: Paths) -> None:
@@ -217,12 +220,12 @@ def test_toml_syntax_error_names_file_and_line(paths: Paths) -> None:
 
 
 def test_unknown_key_names_file_line_and_key(paths: Paths) -> None:
-    file = write_config(paths, LAB + '\n[profiles.extra]\nurl = "http://x"\ntimeout = 5\n')
+    file = write_config(paths, LAB + '\n[profiles.extra]\nurl = "http://x"\ntimout = 5\n')
     with pytest.raises(ConfigError) as info:
         resolve()
     message = str(info.value)
     assert f"{file}, line 13" in message
-    assert "'timeout'" in message
+    assert "'timout'" in message
     assert "url" in message  # the known keys are listed
 
 
@@ -377,3 +380,44 @@ def test_provider_options_round_trip_and_are_checked(paths: Paths) -> None:
     paths.config_file.write_text('[profiles.q]\nprovider = "qlmaas"\n')
     with pytest.raises(ConfigError, match="needs a 'url'"):
         resolve(profile="q", paths=paths)
+
+
+# -- network timeouts ----------------------------------------------------------------
+
+
+def test_timeouts_come_from_the_profile_and_the_environment_overrides_them(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(
+        paths,
+        'default = "lab"\n\n[profiles.lab]\nurl = "https://lab.example.org"\n'
+        "timeout = 30\nconnect_timeout = 1.5\n",
+    )
+    config = resolve()
+    assert (config.timeout, config.connect_timeout) == (30.0, 1.5)
+    assert config.sources["timeout"] == f"config file {paths.config_file}, profile 'lab'"
+    monkeypatch.setenv("JOBLEDGER_TIMEOUT", "2")
+    config = resolve()
+    assert (config.timeout, config.connect_timeout) == (2.0, 1.5)
+    assert config.sources["timeout"] == "environment (JOBLEDGER_TIMEOUT)"
+    monkeypatch.delenv("JOBLEDGER_TIMEOUT")
+    bare = resolve(url="http://127.0.0.1:9")  # no profile owns this URL: the defaults
+    assert (bare.timeout, bare.connect_timeout) == (10.0, 3.0)
+    assert bare.sources["timeout"] == "default (10 s)"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"soon"', "true", "inf"])
+def test_a_bad_timeout_in_a_profile_names_the_key_and_the_file(paths: Paths, value: str) -> None:
+    write_config(paths, f'[profiles.lab]\nurl = "https://lab.example.org"\ntimeout = {value}\n')
+    with pytest.raises(ConfigError) as info:
+        resolve(profile="lab")
+    assert "'timeout'" in str(info.value) and str(paths.config_file) in str(info.value)
+
+
+def test_save_profile_keeps_timeouts_and_refuses_bad_ones(paths: Paths) -> None:
+    save_profile("lab", url="https://lab.example.org", timeout=45, connect_timeout=2)
+    save_profile("lab", url="https://lab2.example.org")  # timeouts kept
+    _default, profiles = load_profiles()
+    assert (profiles["lab"].timeout, profiles["lab"].connect_timeout) == (45.0, 2.0)
+    with pytest.raises(ConfigError, match="timeout"):
+        save_profile("lab", url="https://lab.example.org", timeout=0)

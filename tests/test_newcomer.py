@@ -69,6 +69,45 @@ def test_a_service_that_never_answers_gives_a_plain_error(
     assert "HTTPConnectionPool" not in message and "Max retries" not in message
 
 
+def test_a_profile_sets_the_timeouts_made_with_the_cli(
+    silent_service: str, jobledger_home: Path
+) -> None:
+    made = jobledger_cli(
+        "config", "add-profile", "slow", "--url", silent_service, "--timeout", "0.5",
+        home=jobledger_home,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shown = jobledger_cli("config", "--json", home=jobledger_home)
+    assert json.loads(shown.stdout)["profiles"][0]["name"] == "slow"
+    with pytest.raises(OfflineError) as info, jobledger.connect(profile="slow") as conn:
+        conn.backends()
+    assert "no answer in time" in str(info.value)
+    assert jobledger_cli("config", "use", "slow", home=jobledger_home).returncode == 0
+    settings = json.loads(jobledger_cli("config", "--json", home=jobledger_home).stdout)
+    assert (
+        settings["timeout"]["value"] == 0.5 and "profile 'slow'" in settings["timeout"]["source"]
+    )
+
+
+def test_a_braket_profile_is_made_with_its_options_from_the_cli(jobledger_home: Path) -> None:
+    made = jobledger_cli(
+        "config", "add-profile", "aws", "--url", "https://braket.us-east-1.amazonaws.com",
+        "--provider", "braket", "--option", "region=us-east-1", "--option", "shots=100",
+        home=jobledger_home,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    from jobledger.config import load_profiles
+
+    _default, profiles = load_profiles()
+    assert profiles["aws"].provider == "braket"
+    assert profiles["aws"].options == {"region": "us-east-1", "shots": 100}
+    bad = jobledger_cli(
+        "config", "add-profile", "aws", "--url", "https://x.example", "--provider", "braket",
+        "--option", "region", home=jobledger_home,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
 def test_a_refused_connection_is_named_plainly(jobledger_home: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

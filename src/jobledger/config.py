@@ -37,6 +37,8 @@ ENV_URL = "JOBLEDGER_URL"
 ENV_TOKEN = "JOBLEDGER_TOKEN"
 ENV_OFFLINE = "JOBLEDGER_OFFLINE"
 ENV_PROFILE = "JOBLEDGER_PROFILE"
+ENV_TIMEOUT = "JOBLEDGER_TIMEOUT"
+ENV_CONNECT_TIMEOUT = "JOBLEDGER_CONNECT_TIMEOUT"
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -51,7 +53,18 @@ _PROFILE_KEYS: dict[str, type] = {
     "provider": str,
     "channel": str,
     "instance": str,
+    "timeout": float,
+    "connect_timeout": float,
     "options": dict,
+}
+#: Seconds a status or metadata call may wait for its answer, unless configured.
+DEFAULT_TIMEOUT = 10.0
+#: Seconds to wait for a connection to a service, unless configured.
+DEFAULT_CONNECT_TIMEOUT = 3.0
+#: Profile keys holding seconds: their environment variable and default.
+_TIMEOUT_KEYS = {
+    "connect_timeout": (ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+    "timeout": (ENV_TIMEOUT, DEFAULT_TIMEOUT),
 }
 #: The job services a profile may name; keys only some providers read.
 PROVIDERS = ("jobledger", "ibm-quantum", "braket", "qlmaas")
@@ -86,6 +99,8 @@ class Profile:
     channel: str | None = None
     instance: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    connect_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,11 @@ class ResolvedConfig:
     ``channel`` and ``instance`` come from the selected profile only (``channel`` and
     ``instance`` are set for ``"ibm-quantum"``, whose ``url`` is IBM's cloud URL);
     ``options`` holds the provider-specific keys of the profile's ``options`` table
-    (e.g. a Braket region and S3 bucket), which the provider checks.
+    (e.g. a Braket region and S3 bucket), which the provider checks. ``timeout`` and
+    ``connect_timeout`` come from ``JOBLEDGER_TIMEOUT`` and
+    ``JOBLEDGER_CONNECT_TIMEOUT``, else from the profile that owns the URL, else
+    :data:`DEFAULT_TIMEOUT` and :data:`DEFAULT_CONNECT_TIMEOUT`; ``sources`` names
+    their origin too.
     """
 
     url: str | None
@@ -111,6 +130,10 @@ class ResolvedConfig:
     channel: str | None = None
     instance: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: seconds a status or metadata call may wait for its answer
+    timeout: float = DEFAULT_TIMEOUT
+    #: seconds to wait for a connection to the service
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -217,6 +240,16 @@ def resolve(
     else:
         chosen_verify, sources["verify"] = True, "default (true)"
 
+    timeouts: dict[str, float] = {}
+    for key, (variable, default) in _TIMEOUT_KEYS.items():
+        raw = env.get(variable)
+        if raw is not None and raw.strip() != "":
+            timeouts[key], sources[key] = _seconds(variable, raw), f"environment ({variable})"
+        elif owner is not None and getattr(owner, key) is not None:
+            timeouts[key], sources[key] = getattr(owner, key), file.where(owner.name)
+        else:
+            timeouts[key], sources[key] = default, f"default ({default:g} s)"
+
     return ResolvedConfig(
         url=chosen_url,
         token=chosen_token,
@@ -228,6 +261,8 @@ def resolve(
         channel=selected.channel if ibm and selected is not None else None,
         instance=selected.instance if ibm and selected is not None else None,
         options=dict(selected.options) if foreign and selected is not None else {},
+        timeout=timeouts["timeout"],
+        connect_timeout=timeouts["connect_timeout"],
     )
 
 
@@ -259,6 +294,8 @@ def save_profile(
     channel: str | None = None,
     instance: str | None = None,
     options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    connect_timeout: float | None = None,
 ) -> Path:
     """Create or replace the profile *name* and return the config file's path.
 
@@ -267,7 +304,8 @@ def save_profile(
     name) and may name *channel* (``"ibm_quantum_platform"`` by default); its *url*
     is IBM's cloud URL and its token the IBM API key. *options* are the
     provider-specific settings of other providers (written to the profile's
-    ``options`` table).
+    ``options`` table). *timeout* and *connect_timeout* are the profile's network
+    timeouts in seconds (``None`` keeps what the profile had, else the defaults).
 
     Other profiles are kept. The token goes to the profile's token file, never into
     ``config.toml``; tokens found inline in the file are moved to token files. The
@@ -278,6 +316,9 @@ def save_profile(
     paths = paths or get_paths()
     _check_name(name)
     url = _normalise_url(url, source="argument")
+    for key, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigError(f"{key} must be a number of seconds > 0, not {value!r}")
     file = _read_config(paths, check_mode=False)
     profiles = dict(file.profiles)
     old = profiles.get(name)
@@ -288,6 +329,12 @@ def save_profile(
             url=url,
             verify=verify,
             offline=old.offline if old else False,
+            timeout=timeout if timeout is not None else (old.timeout if old else None),
+            connect_timeout=(
+                connect_timeout
+                if connect_timeout is not None
+                else (old.connect_timeout if old else None)
+            ),
             provider=provider,
             channel=channel,
             instance=instance,
@@ -404,7 +451,10 @@ def _read_config(paths: Paths, *, check_mode: bool = True) -> _ConfigFile:
                     f"unknown key {key!r} in profile {name!r}",
                     _PROFILE_KEYS,
                 )
-            if not isinstance(value, expected):
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            positive = not isinstance(value, float) or 0 < value < float("inf")
+            if not isinstance(value, expected) or not positive:
                 raise _file_error(
                     path,
                     text,
@@ -429,6 +479,8 @@ def _read_config(paths: Paths, *, check_mode: bool = True) -> _ConfigFile:
                 url=url,
                 verify=table.get("verify", True),
                 offline=table.get("offline", False),
+                timeout=_optional_float(table.get("timeout")),
+                connect_timeout=_optional_float(table.get("connect_timeout")),
                 token=(inline.strip() or None) if inline is not None else None,
                 provider=table.get("provider", "jobledger"),
                 channel=table.get("channel"),
@@ -550,6 +602,9 @@ def _write_config(
             lines.append(f"url = {_toml_str(entry.url)}")
         lines.append(f"verify = {'true' if entry.verify else 'false'}")
         lines.append(f"offline = {'true' if entry.offline else 'false'}")
+        for key in _TIMEOUT_KEYS:
+            if getattr(entry, key) is not None:
+                lines.append(f"{key} = {getattr(entry, key)!r}")
         if entry.provider != "jobledger":
             lines.append(f"provider = {_toml_str(entry.provider)}")
         if entry.channel is not None:
@@ -718,4 +773,20 @@ def _safe_url(url: str) -> str:
 
 
 def _type_name(kind: type) -> str:
-    return {str: "string", bool: "boolean (true or false)"}.get(kind, kind.__name__)
+    names = {str: "string", bool: "boolean (true or false)", float: "number of seconds > 0"}
+    return names.get(kind, kind.__name__)
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _seconds(variable: str, raw: str) -> float:
+    """*raw* as a positive number of seconds, or a ConfigError naming *variable*."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{variable} must be a number of seconds > 0, not {raw!r}")
+    return value

@@ -57,6 +57,11 @@ def config(ctx: click.Context, as_json: bool) -> None:
         "offline": {"value": resolved.offline, "source": resolved.sources.get("offline")},
         "verify": {"value": resolved.verify, "source": resolved.sources.get("verify")},
         "profile": {"value": resolved.profile, "source": resolved.sources.get("profile")},
+        "timeout": {"value": resolved.timeout, "source": resolved.sources.get("timeout")},
+        "connect_timeout": {
+            "value": resolved.connect_timeout,
+            "source": resolved.sources.get("connect_timeout"),
+        },
         "config_file": str(found.config_file),
         "profiles": [
             {
@@ -81,9 +86,11 @@ def config(ctx: click.Context, as_json: bool) -> None:
         ("offline", str(resolved.offline).lower(), body["offline"]["source"]),
         ("verify", str(resolved.verify).lower(), body["verify"]["source"]),
         ("profile", resolved.profile or "-", body["profile"]["source"]),
+        ("timeout", f"{resolved.timeout:g} s", body["timeout"]["source"]),
+        ("connect timeout", f"{resolved.connect_timeout:g} s", body["connect_timeout"]["source"]),
     ]
     for key, value, source in lines:
-        click.echo(f"{key + ':':<9} {value}" + (f" (from {source})" if source else ""))
+        click.echo(f"{key + ':':<16} {value}" + (f" (from {source})" if source else ""))
     exists = "" if found.config_file.exists() else " (not created yet)"
     click.echo(f"\nconfig file: {found.config_file}{exists}")
     if profiles:
@@ -102,13 +109,30 @@ def config(ctx: click.Context, as_json: bool) -> None:
 @click.option("--no-verify", is_flag=True, help="Do not verify TLS certificates (unsafe).")
 @click.option(
     "--provider",
-    type=click.Choice(["jobledger", "ibm-quantum"]),
+    type=click.Choice(["jobledger", "ibm-quantum", "braket", "qlmaas"]),
     default="jobledger",
     show_default=True,
     help="The kind of job service the profile names.",
 )
 @click.option("--channel", help="ibm-quantum: the SDK's channel (default ibm_quantum_platform).")
 @click.option("--instance", help="ibm-quantum: the IBM Cloud instance (CRN or name).")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="braket, qlmaas: a provider setting for the profile's options table (repeat).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a status or metadata call may wait for its answer (default 10).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for a connection to the service (default 3).",
+)
 def config_add_profile(
     name: str,
     url: str,
@@ -118,9 +142,22 @@ def config_add_profile(
     provider: str,
     channel: str | None,
     instance: str | None,
+    options: tuple[str, ...],
+    timeout: float | None,
+    connect_timeout: float | None,
 ) -> None:
     """Create or replace the profile NAME; the token goes to a private token file."""
     from jobledger.config import save_profile
+
+    settings: dict[str, Any] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{item!r} is not KEY=VALUE (e.g. --option region=us-east-1)",
+                param_hint="--option",
+            )
+        settings[key.strip()] = _option_value(value)
 
     token = None
     if token_stdin:
@@ -136,6 +173,9 @@ def config_add_profile(
         provider=provider,
         channel=channel,
         instance=instance,
+        options=settings,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
     )
     stored = " (token stored in its own file, mode 0600)" if token else ""
     click.echo(f"saved profile {name!r} for {url} in {path}{stored}")
@@ -167,3 +207,15 @@ def paths(as_json: bool) -> None:
     width = max(len(k) for k in found)
     for key, value in found.items():
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _option_value(text: str) -> str | int | float | bool:
+    """A provider option as TOML would read it: a boolean, a number, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text

@@ -215,6 +215,7 @@ class Connection:
             )
             self.registry.upsert_service(service)
             return Binding(remote.provider, service)
+        timeouts = (self.config.connect_timeout, self.config.timeout)
         if self.config.url is None:
             from jobledger.service.local import ensure_running, find_running
 
@@ -225,10 +226,14 @@ class Connection:
                     "recorded does not start it (`jobledger service start` does)"
                 )
             local = found
-            provider = HTTPProvider(local.url, local.token, verify=self.config.verify)
+            provider = HTTPProvider(
+                local.url, local.token, verify=self.config.verify, timeout=timeouts
+            )
             service = ServiceRecord(local.service_id, local.url, "local", None)
         else:
-            provider = HTTPProvider(self.config.url, self.config.token, verify=self.config.verify)
+            provider = HTTPProvider(
+                self.config.url, self.config.token, verify=self.config.verify, timeout=timeouts
+            )
             try:
                 health = provider.health()
             except BaseException:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,9 +26,9 @@ import urllib3.exceptions
 from urllib3.util import Retry
 
 from jobledger import __version__
+from jobledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 from jobledger.errors import (
     AuthenticationError,
-    ConfigError,
     JobNotFoundError,
     OfflineError,
     ResultNotReadyError,
@@ -51,35 +50,10 @@ from jobledger.status import JobStatus
 
 __all__ = ["HTTPProvider", "job_from_wire"]
 
-CONNECT_TIMEOUT = 3.0
-#: how long a status or metadata call may wait for its answer
-READ_TIMEOUT = 10.0
 #: how long a submit, or a download between two chunks, may wait
 SLOW_READ_TIMEOUT = 120.0
 CHUNK = 1 << 20
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
-
-
-def timeouts_from_env() -> tuple[float, float]:
-    """``(connect, read)`` seconds: the defaults, or ``JOBLEDGER_CONNECT_TIMEOUT`` and
-    ``JOBLEDGER_TIMEOUT`` when set.
-
-    :raises ConfigError: naming the variable when its value is not a positive number.
-    """
-    values = []
-    for name, default in (
-        ("JOBLEDGER_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
-        ("JOBLEDGER_TIMEOUT", READ_TIMEOUT),
-    ):
-        raw = os.environ.get(name)
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ConfigError(f"{name} must be a number of seconds > 0, not {raw!r}")
-        values.append(value)
-    return values[0], values[1]
 
 
 class HTTPProvider:
@@ -111,7 +85,7 @@ class HTTPProvider:
         self.url = url.rstrip("/")
         self.shown_url = redact_url(self.url)  # for messages: never credentials
         self.retries = retries
-        self.timeout = timeout or timeouts_from_env()
+        self.timeout = timeout or (DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT)
         self._local = threading.local()
         self._token = token
         self._verify = verify
