@@ -382,6 +382,27 @@ def test_provider_options_round_trip_and_are_checked(paths: Paths) -> None:
         resolve(profile="q", paths=paths)
 
 
+def test_a_url_given_now_outranks_a_default_profile_of_another_provider(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_profile("aws", url="https://braket.amazonaws.com", provider="braket")
+    assert resolve().provider == "braket"  # the file's default
+    given = resolve(url="http://127.0.0.1:8765")
+    assert (given.provider, given.url, given.profile) == (
+        "jobledger",
+        "http://127.0.0.1:8765",
+        None,
+    )
+    monkeypatch.setenv("JOBLEDGER_URL", "http://127.0.0.1:9000")
+    assert resolve().url == "http://127.0.0.1:9000" and resolve().provider == "jobledger"
+    # A profile chosen by name keeps its own URL over JOBLEDGER_URL...
+    assert resolve(profile="aws").provider == "braket"
+    # ...and contradicting it with a URL argument is an error, not a silent choice.
+    with pytest.raises(ConfigError, match=r"url=.*profile 'aws'.*'braket'"):
+        resolve(profile="aws", url="http://127.0.0.1:8765")
+    assert resolve(profile="aws", url="https://braket.amazonaws.com/").provider == "braket"
+
+
 # -- network timeouts ----------------------------------------------------------------
 
 

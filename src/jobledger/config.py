@@ -191,10 +191,24 @@ def resolve(
     chosen_url, sources["url"] = _pick(
         (url, "argument"), (env.get(ENV_URL) or None, f"environment ({ENV_URL})")
     )
+    if selected is not None and selected.provider != "jobledger" and chosen_url is not None:
+        if profile_name == file.default and sources["profile"].endswith("(default)"):
+            # A URL given now names a jobledger service: it outranks the file's default
+            # profile, even when that one is of another provider.
+            selected, profile_name = None, None
+            sources["profile"] = "default (a URL was given, the file's default is not used)"
+        elif url is not None and _normalise_url(url, source="argument") != (
+            selected.url or PROVIDER_URLS.get(selected.provider)
+        ):
+            raise ConfigError(
+                f"url={url!r} names a jobledger service, but profile {profile_name!r} "
+                f"({sources['profile']}) is a {selected.provider!r} profile; pass one of them"
+            )
     ibm = selected is not None and selected.provider == "ibm-quantum"
     foreign = selected is not None and selected.provider != "jobledger"
     if foreign and selected is not None:
-        # Another provider's profile is a whole: its URL is not overridden by JOBLEDGER_URL.
+        # A profile of another provider, chosen by name, is a whole: JOBLEDGER_URL does
+        # not override its URL.
         fallback = PROVIDER_URLS.get(selected.provider)
         if selected.url is None and fallback is None:
             raise ConfigError(
