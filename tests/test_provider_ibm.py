@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2
 
 import jobledger
+from jobledger import JobStatus
 from jobledger.config import save_profile
 from jobledger.errors import AuthenticationError, ConfigError
 from jobledger.providers.ibm import ENV_API_URL, RUNTIME_JSON
@@ -229,6 +231,20 @@ def test_a_poll_round_for_100_open_jobs_costs_one_listing(
         ibm_standin.reset_requests()
         ids = [r.job_id for r in conn.registry.query(limit=None)]
         batch = conn.call(lambda p: p.statuses(ids))
-        assert batch.found == [] and batch.missing == []
+        assert {(j.id, j.status) for j in batch.found} == {(i, JobStatus.QUEUED) for i in ids}
+        assert batch.missing == []
         assert dict(ibm_standin.requests) == {LIST: 1}
+        # The same single listing shows a job that started: QUEUED -> RUNNING.
+        ibm_standin.running_seconds = 3.0
         ibm_standin.resume_queue()
+        deadline = time.monotonic() + 20
+        running: list[str] = []
+        while not running and time.monotonic() < deadline:
+            ibm_standin.reset_requests()
+            batch = conn.call(lambda p: p.statuses(ids))
+            assert dict(ibm_standin.requests) == {LIST: 1}
+            running = [j.id for j in batch.found if j.status is JobStatus.RUNNING]
+        assert len(running) == 1
+        conn.registry.apply_infos(conn.service_id, batch.found)
+        assert conn.job(running[0]).status() is JobStatus.RUNNING
+        ibm_standin.running_seconds = 0.05

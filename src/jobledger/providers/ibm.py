@@ -304,24 +304,52 @@ class IBMProvider:
     def statuses(self, ids: Sequence[str]) -> StatusBatch:
         """One listing of the open jobs; a lookup only for the ids that left it.
 
-        A job still in the listing is open and its last status stands, so it is not
-        reported (the SDK's listing carries no state): only changes are.
+        Open jobs are reported with the state the listing gives (so a poll round sees
+        QUEUED become RUNNING); a job that left the listing is read once, for its final
+        state, dates and message.
         """
         if not ids:
             return StatusBatch([], [])
         with self._errors("listing open jobs"):
-            open_jobs = self.service.jobs(pending=True, limit=len(ids))
-        still_open = {job.job_id() for job in open_jobs}
+            still_open = self._open_states(len(ids))
         found: list[RemoteJob] = []
         missing: list[str] = []
         for job_id in ids:
             if job_id in still_open:
+                state = still_open[job_id]
+                if state is not None:
+                    found.append(RemoteJob(id=job_id, status=state))
                 continue
             try:
                 found.append(self._remote(self._job(job_id)))
             except JobNotFoundError:
                 missing.append(job_id)
         return StatusBatch(found, missing)
+
+    def _open_states(self, limit: int) -> dict[str, JobStatus | None]:
+        """The open jobs' ids and states, from one listing call.
+
+        The SDK's ``service.jobs()`` drops the state that IBM's listing carries, and no
+        public call keeps it; so the listing is read through the SDK's own API client
+        (``jobs_get``, the request ``service.jobs()`` makes) when this SDK version has
+        it, and through ``service.jobs()`` (states unknown: ``None``) otherwise.
+        """
+        client = getattr(self.service, "_active_api_client", None)
+        listing = getattr(client, "jobs_get", None)
+        if callable(listing):
+            from qiskit_ibm_runtime.runtime_job_v2 import API_TO_JOB_STATUS
+
+            states: dict[str, JobStatus | None] = {}
+            while len(states) < limit:  # in pages, as service.jobs() reads them
+                answer = listing(limit=limit - len(states), skip=len(states), pending=True)
+                page = answer.get("jobs", []) if isinstance(answer, dict) else []
+                for raw in page:
+                    api_state = str((raw.get("state") or {}).get("status", "")).upper()
+                    states[str(raw["id"])] = _STATUS.get(API_TO_JOB_STATUS.get(api_state, ""))
+                if not page or len(states) >= int(answer.get("count", 0)):
+                    break
+            return states
+        return {job.job_id(): None for job in self.service.jobs(pending=True, limit=limit)}
 
     @contextmanager
     def download(self, job_id: str, part: str) -> Iterator[Download]:
