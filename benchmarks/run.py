@@ -28,6 +28,7 @@ from benchmarks.providers import p1_ibm_cached_read
 from benchmarks.quantum import q1_qiskit, q2_braket, q3_myqlm
 from benchmarks.registry_scale import b5_large_registry
 from benchmarks.report import print_table, write_table
+from benchmarks.scale_out import d1_scale_out
 from benchmarks.service_calls import b4_submit, b6_many_waiters, b9_end_to_end
 
 __all__ = ["BENCHMARKS", "main"]
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[Bench], Figure | list[Figure]]] = {
     "Q2": q2_braket,
     "Q3": q3_myqlm,
     "P1": p1_ibm_cached_read,
+    "D1": d1_scale_out,
 }
 DOC = ROOT / "docs" / "performance.md"
 
