@@ -169,7 +169,7 @@ def _compare(
     rounds = bench.settings.pick(30, 3)
     figure = compare_reads(
         "P1",
-        f"IBM (stand-in): cached result(), {SHOTS} shots",
+        f"IBM (stand-in): cached result(), {SHOTS:,} shots",
         ours,
         sdk,
         rounds,
