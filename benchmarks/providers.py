@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from benchmarks.common import ROOT, Bench, Figure, fmt_seconds, home, median, side_by_side
-from benchmarks.quantum import compare_reads
+from benchmarks.quantum import compare_reads, repeat
 
 __all__ = ["environment", "p1_ibm_cached_read"]
 
@@ -178,7 +178,7 @@ def _compare(
     handle = jobledger.jobs.get(job_id)
     sdk_job = service.job(job_id)
     same, sdk_same = side_by_side(handle.result, sdk_job.result, rounds)
-    starts = [_timed(new_service) for _ in range(bench.settings.pick(3, 1))]
+    starts = repeat(new_service, bench.settings.pick(3, 1))
     figure.notes.append(
         f"P1: requests per read: jobledger {_requests(standin, ours)}; "
         f"SDK {_requests(standin, sdk)}"
@@ -194,9 +194,3 @@ def _compare(
         f"{fmt_seconds(median(starts))}"
     )
     return figure
-
-
-def _timed(work: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
