@@ -24,8 +24,11 @@ from benchmarks.audit import b10_audit_verify
 from benchmarks.common import ROOT, Bench, Figure, Settings, home, machine, scratch_dir
 from benchmarks.heavy import b7_large_result, b8_concurrent_submits
 from benchmarks.local_reads import b1_warm_result, b2_cold_process, b3_first_vs_cached
+from benchmarks.providers import p1_ibm_cached_read
+from benchmarks.quantum import q1_qiskit, q2_braket, q3_myqlm
 from benchmarks.registry_scale import b5_large_registry
 from benchmarks.report import print_table, write_table
+from benchmarks.scale_out import d1_scale_out
 from benchmarks.service_calls import b4_submit, b6_many_waiters, b9_end_to_end
 
 __all__ = ["BENCHMARKS", "main"]
@@ -41,6 +44,11 @@ BENCHMARKS: dict[str, Callable[[Bench], Figure | list[Figure]]] = {
     "B8": b8_concurrent_submits,
     "B9": b9_end_to_end,
     "B10": b10_audit_verify,
+    "Q1": q1_qiskit,
+    "Q2": q2_braket,
+    "Q3": q3_myqlm,
+    "P1": p1_ibm_cached_read,
+    "D1": d1_scale_out,
 }
 DOC = ROOT / "docs" / "performance.md"
 

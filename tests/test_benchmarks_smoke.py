@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IDS = ("B1", "B2", "B3", "B4", "B5a", "B5b", "B5c", "B6", "B7", "B8", "B9")
+IDS += ("Q1a", "Q1b", "Q2a", "Q2b", "Q3a", "Q3b", "P1", "D1")  # quantum SDKs, IBM, Dask
 
 
 def test_quick_mode_measures_every_figure(tmp_path: Path) -> None:
