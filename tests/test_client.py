@@ -141,6 +141,23 @@ def test_waiting_not_ready_timeout_and_cancel(conn: Connection) -> None:
     assert job.cancel() is False
 
 
+def test_queue_info_of_a_queued_job(conn: Connection, service: Any) -> None:
+    blockers = [conn.submit(None, "sleep", params={"seconds": 60}) for _ in range(service.workers)]
+    try:
+        deadline = time.monotonic() + 30
+        while any(b.status() is not JobStatus.RUNNING for b in blockers):
+            assert time.monotonic() < deadline, "the blockers never started"
+            time.sleep(0.05)
+        queued = conn.submit(1, "echo")
+        info = queued.queue_info()
+        assert info is not None and info.job_id == queued.job_id and info.position >= 1
+    finally:
+        for blocker in blockers:
+            blocker.cancel()
+    queued.wait_for_final_state(timeout=30)
+    assert queued.queue_info() is None
+
+
 def test_failed_job_carries_the_service_message(conn: Connection) -> None:
     job = conn.submit([1], "fail", params={"message": "boom at step 3"})
     with pytest.raises(JobFailureError, match="boom at step 3"):

@@ -84,14 +84,6 @@ class PartialFile:
     modified_at: float
 
 
-@dataclass(frozen=True)
-class _StagedFile:
-    """A file already written in the cache folder, to be adopted without a copy."""
-
-    filename: str
-    size: int
-
-
 class Store:
     """A content-addressed blob store in *path* (a diskcache folder).
 
@@ -155,6 +147,8 @@ class Store:
         :raises CacheCorruptionError: when the bytes do not match *expected_sha256*
             or *expected_size*; nothing is stored then.
         """
+        from jobledger.store_disk import StagedFile
+
         expected = None if expected_sha256 is None else _check_digest(expected_sha256)
         with self._writing("download"):
             cache = self._writer()
@@ -185,7 +179,7 @@ class Store:
                     if _refresh(cache, digest):
                         os.remove(final_path)
                     else:
-                        cache.add(digest, _StagedFile(filename, size), retry=True)
+                        cache.add(digest, StagedFile(filename, size), retry=True)
             except BaseException:
                 _remove_quietly(str(partial))
                 if final_path is not None:
@@ -360,6 +354,8 @@ class Store:
         hashing it. When the digest is already indexed, the file is a duplicate and is
         removed (``adopted`` is false).
         """
+        from jobledger.store_disk import StagedFile
+
         with open(path, "rb") as reader:
             digest = _file_digest(reader)
             size = reader.tell()
@@ -370,7 +366,7 @@ class Store:
                 if _refresh(cache, digest):
                     os.remove(path)
                     return digest, False
-                cache.add(digest, _StagedFile(filename, size), retry=True)
+                cache.add(digest, StagedFile(filename, size), retry=True)
         return digest, True
 
     def sweep_partial(self) -> int:

@@ -1,22 +1,33 @@
 """The store's :class:`diskcache.Disk`: str keys and bytes values only, never a pickle.
 
 Every byte diskcache writes for :class:`jobledger.store.Store` passes through
-:class:`BlobDisk`. It lives apart from :mod:`jobledger.store` because only writing
-opens a :class:`diskcache.Cache`: reads query the store's index directly, so the
-offline read path (``from jobledger.jobs import X; X.result()``) never imports
-diskcache. Imported by :meth:`Store._writer` on the first write.
+:class:`BlobDisk`; a download already written in the store's folder is handed to it
+as a :class:`StagedFile`, adopted without a copy. This module lives apart from
+:mod:`jobledger.store` because only writing opens a :class:`diskcache.Cache`: reads
+query the store's index directly, so the offline read path (``from jobledger.jobs
+import X; X.result()``) never imports diskcache. The store imports it on its first
+write.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import diskcache
 
-from jobledger.store import _MODE_BINARY, _MODE_RAW, _StagedFile
+from jobledger.store import _MODE_BINARY, _MODE_RAW
 
-__all__ = ["BlobDisk", "MissingFileError", "UnsafeEntryError"]
+__all__ = ["BlobDisk", "MissingFileError", "StagedFile", "UnsafeEntryError"]
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file already written in the cache folder, to be adopted without a copy."""
+
+    filename: str
+    size: int
 
 
 class UnsafeEntryError(Exception):
@@ -45,7 +56,7 @@ class BlobDisk(diskcache.Disk):  # type: ignore[misc]
         return key
 
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if isinstance(value, _StagedFile):
+        if isinstance(value, StagedFile):
             return value.size, _MODE_BINARY, value.filename, None
         if type(value) is not bytes:
             raise TypeError(f"the store holds bytes only, not {type(value).__name__}")
