@@ -141,6 +141,23 @@ def test_waiting_not_ready_timeout_and_cancel(conn: Connection) -> None:
     assert job.cancel() is False
 
 
+def test_queue_info_of_a_queued_job(conn: Connection, service: Any) -> None:
+    blockers = [conn.submit(None, "sleep", params={"seconds": 60}) for _ in range(service.workers)]
+    try:
+        deadline = time.monotonic() + 30
+        while any(b.status() is not JobStatus.RUNNING for b in blockers):
+            assert time.monotonic() < deadline, "the blockers never started"
+            time.sleep(0.05)
+        queued = conn.submit(1, "echo")
+        info = queued.queue_info()
+        assert info is not None and info.job_id == queued.job_id and info.position >= 1
+    finally:
+        for blocker in blockers:
+            blocker.cancel()
+    queued.wait_for_final_state(timeout=30)
+    assert queued.queue_info() is None
+
+
 def test_failed_job_carries_the_service_message(conn: Connection) -> None:
     job = conn.submit([1], "fail", params={"message": "boom at step 3"})
     with pytest.raises(JobFailureError, match="boom at step 3"):
@@ -184,6 +201,76 @@ def test_many_waiters_share_one_poller(conn: Connection) -> None:
     assert all(j.done() for j in jobs)
     # One batch call per round: a handful of rounds, never one request per job per round.
     assert 0 < conn.poller.requests < 40
+
+
+def finished_on_the_service(service: Any, http: Any, count: int) -> tuple[Connection, list[Any]]:
+    """A connection with *count* echo jobs that finished on the service while its
+    registry still records them as not final (nobody has waited for them yet)."""
+    token = service.create_token(f"user{time.monotonic_ns()}")
+    conn = jobledger.connect(url=service.url, token=token)
+    jobs = [conn.submit({"n": n}, "echo") for n in range(count)]
+    for job in jobs:
+        assert http.wait(str(job.job_id), token=token)["status"] == "DONE"
+        assert not job._reload().status.is_final
+    return conn, jobs
+
+
+def test_a_newly_waited_job_wakes_the_sleeping_poller(service: Any, http: Any) -> None:
+    from jobledger.client.poller import Poller
+
+    conn, jobs = finished_on_the_service(service, http, 3)
+    with conn:
+        # Pauses between rounds far longer than each wait may last: every wait must be
+        # answered by a round the new waiter starts, not by the next scheduled one.
+        poller = Poller(conn, first_interval=120.0, max_interval=120.0)
+        try:
+            for job in jobs:
+                poller.wait(str(job.job_id), timeout=60)
+                assert job._reload().status is JobStatus.DONE
+            assert poller.rounds == 3 and poller.requests == 3
+        finally:
+            poller.stop()
+
+
+def test_waiters_arriving_together_share_rounds(service: Any, http: Any) -> None:
+    from jobledger.client.poller import Poller
+
+    conn, jobs = finished_on_the_service(service, http, 40)
+    with conn:
+        poller = Poller(conn, first_interval=120.0, max_interval=120.0)
+        start = threading.Barrier(len(jobs))
+        errors: list[BaseException] = []
+
+        def wait(job_id: str) -> None:
+            start.wait()
+            try:
+                poller.wait(job_id, timeout=60)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=wait, args=(str(j.job_id),)) for j in jobs]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            poller.stop()
+        assert not errors
+        # Each new waiter asks for a round, but waiters registering together (or while
+        # a round is in flight) are served by the same one: never a request per job.
+        assert 1 <= poller.requests <= 10 and poller.requests == poller.rounds
+
+
+def test_sequential_results_of_finished_jobs(service: Any, http: Any) -> None:
+    conn, jobs = finished_on_the_service(service, http, 5)
+    with conn:
+        assert [job.result(timeout=60) for job in jobs] == [{"n": n} for n in range(5)]
+        # One status round per job, and none for a job the registry knows is final.
+        assert conn.poller.rounds == 5
+        assert [job.result() for job in jobs] == [{"n": n} for n in range(5)]
+        again = conn.job(str(jobs[0].job_id))
+        assert again.result() == {"n": 0} and conn.poller.rounds == 5
 
 
 def test_unknown_job_and_wrong_token(conn: Connection, service: Any) -> None:

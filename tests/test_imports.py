@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +62,42 @@ def test_public_names() -> None:
     assert issubclass(jobledger.JobTimeoutError, TimeoutError)
     assert issubclass(jobledger.OfflineError, ConnectionError)
     assert jobledger.JobStatus.DONE == "DONE"
+
+
+def test_reading_a_stored_result_loads_no_network_nor_diskcache(tmp_path: Path) -> None:
+    """``from jobledger.jobs import X; X.result()`` of a stored result, in a new process:
+    only the registry and the store's index are read, through sqlite3."""
+    from jobledger.codecs import encode
+    from jobledger.ids import new_job_id
+    from jobledger.paths import Paths
+    from jobledger.providers import RemoteJob
+    from jobledger.registry import BlobRef, Registry
+    from jobledger.status import JobStatus
+    from jobledger.store import Store
+
+    home = tmp_path / "home"
+    paths = Paths(home / "data", home / "cache", home / "config", home / "runtime")
+    job_id = new_job_id()
+    registry = Registry(paths.registry)
+    registry.apply_infos("svc-imports", [RemoteJob(job_id, JobStatus.DONE, "echo")])
+    data, media_type = encode({"answer": 42})
+    with Store(paths.store) as store:
+        digest = store.put_bytes(data)
+    (record,) = registry.find(job_id)
+    registry.set_result(record.pk, BlobRef(digest, len(data), media_type))
+    registry.close()
+    watched = (*HEAVY, *SDKS, "diskcache", "socket", "uuid", "pickle")
+    code = (
+        f"from jobledger.jobs import {job_id} as job; value = job.result(); import sys; "
+        f"print(value, sorted(m for m in sys.modules if m.split('.')[0] in {watched!r}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**env, "JOBLEDGER_HOME": str(home)},
+    )
+    assert out.stdout.strip() == "{'answer': 42} []"

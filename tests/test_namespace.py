@@ -3,6 +3,7 @@ network refused, live listings, unknown names, probes and completion."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -219,3 +220,135 @@ def test_ipython_completes_job_names(recorded: tuple[Path, str, Any]) -> None:
     from_import, attribute = out.stdout.splitlines()
     assert "calibration_run" in from_import and job_id in from_import
     assert "jobledger.jobs.calibration_run" in attribute
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], dict[str, str]]:
+    """A home whose registry holds 1,200 jobs (more than dir() lists), recorded as a
+    sync records a service's jobs, one minute apart, and three aliases (one of them on
+    the oldest job). Returns the home, the ids oldest first, and alias -> id."""
+    from datetime import UTC, datetime, timedelta
+
+    from jobledger.ids import new_job_id
+    from jobledger.providers import RemoteJob
+    from jobledger.registry import Registry
+    from jobledger.status import JobStatus
+
+    home = tmp_path_factory.mktemp("crowded-home")
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    infos = []
+    for n in range(1200):
+        created = start + timedelta(minutes=n)
+        job_id = new_job_id(int(created.timestamp() * 1000))
+        infos.append(RemoteJob(job_id, JobStatus.DONE, "echo", created_at=created))
+    registry = Registry(home / "data" / "registry.db")
+    assert registry.apply_infos("svc-crowded", infos) == 1200
+    ids = [info.id for info in infos]
+    aliases = {"calibration_a": ids[0], "calibration_b": ids[600], "sweep_last": ids[-1]}
+    for alias, job_id in aliases.items():
+        (record,) = registry.find(job_id)
+        registry.set_alias(record.pk, alias)
+    registry.close()
+    return home, ids, aliases
+
+
+def test_listing_is_bounded_and_older_ids_still_import(
+    crowded: tuple[Path, list[str], dict[str, str]],
+) -> None:
+    home, ids, aliases = crowded
+    oldest = ids[0]
+    typo = oldest[:-1] + ("0" if oldest[-1] != "0" else "1")
+    out = python(
+        f"""
+        import json
+        import jobledger.jobs as jobs
+        from jobledger.jobs import {oldest} as oldest
+        try:
+            from jobledger.jobs import {typo}
+        except ImportError as exc:
+            unknown = str(exc)
+        print(json.dumps({{
+            "dir": dir(jobs),
+            "all": jobs.__all__,
+            "oldest": str(oldest.job_id),
+            "unknown": unknown,
+            "prefix": jobs.names({oldest[:12]!r}),
+            "aliases": jobs.names("calibration"),
+            "first_five": jobs.names("J", limit=5),
+            "everything": len(jobs.names(limit=None)),
+            "none": jobs.names("nothing_like_this"),
+        }}))
+        """,
+        home,
+        no_network=True,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    newest = set(ids[-1000:])
+    listed = set(seen["all"])
+    # Every alias and the 1,000 most recent ids; the 200 oldest are left out.
+    assert listed == newest | set(aliases)
+    assert seen["all"] == sorted(seen["all"])
+    assert set(seen["dir"]) == listed | {"get", "names"}
+    assert oldest not in listed and ids[199] not in listed and ids[200] in listed
+    # ... but they import, and a prefix finds them through the index.
+    assert seen["oldest"] == oldest
+    assert oldest in seen["prefix"] and all(n.startswith(oldest[:12]) for n in seen["prefix"])
+    assert seen["aliases"] == ["calibration_a", "calibration_b"]
+    assert seen["first_five"] == sorted(ids)[:5]
+    assert seen["everything"] == 1200 + len(aliases) and seen["none"] == []
+    assert f"did you mean {oldest}" in seen["unknown"]
+
+
+def test_ipython_extension_completes_old_ids_by_prefix(
+    crowded: tuple[Path, list[str], dict[str, str]],
+) -> None:
+    pytest.importorskip("IPython")
+    home, ids, _ = crowded
+    prefix = ids[0][:12]
+    out = python(
+        f"""
+        import json
+        from IPython.core.completer import provisionalcompleter
+        from IPython.testing.globalipapp import start_ipython
+
+        ip = start_ipython()
+        ip.run_cell("import jobledger.jobs as jobs")
+
+        def complete(line):
+            with provisionalcompleter():
+                found = ip.Completer.completions(line, len(line))
+                return sorted({{c.text.lstrip(".") for c in found}})
+
+        lines = ["from jobledger.jobs import {prefix}", "jobs.{prefix}", "x = (jobs.calibration_"]
+        before = [complete(line) for line in lines]
+        ip.run_line_magic("load_ext", "jobledger.ipython")
+        after = [complete(line) for line in lines]
+        ip.run_line_magic("unload_ext", "jobledger.ipython")
+        print(json.dumps({{"before": before, "after": after, "unloaded": complete(lines[0])}}))
+        """,
+        home,
+        no_network=True,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    expected = sorted(n for n in ids if n.startswith(prefix))
+    assert ids[0] in expected
+    # dir() lists only the newest 1,000 ids: without the extension nothing old completes.
+    assert seen["before"][0] == [] and seen["before"][1] == []
+    assert seen["after"][0] == expected and seen["after"][1] == expected
+    assert seen["after"][2] == ["calibration_a", "calibration_b"]
+    assert seen["unloaded"] == []
+
+
+def test_names_the_module_defines_cannot_be_aliases() -> None:
+    import jobledger.jobs
+    from jobledger.names import RESERVED_NAMES, check_alias
+
+    # Module attributes win over __getattr__: an alias with such a name could never be
+    # imported, so every public name of the module is reserved.
+    public = {name for name in vars(jobledger.jobs) if not name.startswith("_")}
+    assert public <= RESERVED_NAMES
+    for name in sorted(public):
+        with pytest.raises(ValueError, match="already defines"):
+            check_alias(name)

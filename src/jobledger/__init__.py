@@ -26,11 +26,12 @@ from jobledger.errors import (
     ResultNotReadyError,
     ServiceError,
 )
-from jobledger.status import JobInfo, JobStatus
+from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
     from jobledger.client.connection import Connection
     from jobledger.client.job import Job
+    from jobledger.job_info import JobInfo
 
 __version__ = "0.1.0"
 
@@ -92,4 +93,8 @@ def __getattr__(name: str) -> Any:
         from jobledger.client.job import Job
 
         return Job
+    if name == "JobInfo":
+        from jobledger.job_info import JobInfo
+
+        return JobInfo
     raise AttributeError(f"module 'jobledger' has no attribute {name!r}")

@@ -3,20 +3,29 @@
     from jobledger.jobs import J01JD7K3V8Q0B6TWXYZ, calibration_run
 
 Names are resolved from the local registry only, through an indexed lookup: no
-network, no ``requests`` import, offline too. The listing is live: ``dir()`` and
-``__all__`` read the registry on every call, so a job recorded a moment ago by another
-process is there without re-importing. Importing this module creates and starts
-nothing; private and dunder names are refused at once, so tools probing with
-``hasattr`` never touch the registry.
+network, no ``requests`` import, offline too. Any recorded id or alias imports, in
+O(log n) for a million jobs.
+
+The listing is live and bounded: ``dir()`` and ``__all__`` read the registry on every
+call, so a job recorded a moment ago by another process is there without
+re-importing, and they list every alias (up to 10,000; beyond, the first 10,000 in
+sorted order) and the 1,000 most recently recorded job ids
+(:data:`jobledger.names.LISTED_ALIASES` and :data:`~jobledger.names.LISTED_IDS`). So
+listing, and the Tab completion built on it, costs the same for a thousand jobs or a
+million. Older ids are not listed but still import, and :func:`names` with a prefix
+finds them through the index. Importing this module creates and starts nothing;
+private and dunder names are refused at once, so tools probing with ``hasattr``
+never touch the registry.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
+# Every public name here is one an alias cannot take (names.RESERVED_NAMES): module
+# attributes come before __getattr__, so such an alias could never be imported.
+from jobledger import names as _names
 from jobledger.errors import JobNotFoundError
-from jobledger.names import ambiguous_message, describe_unknown
 from jobledger.paths import get_paths
 
 if TYPE_CHECKING:
@@ -43,10 +52,25 @@ def _local() -> tuple[Registry, Store]:
     return found
 
 
-def names() -> list[str]:
-    """Every importable name: recorded job ids and aliases, sorted."""
+def names(prefix: str | None = None, *, limit: int | None = _names.LISTED_IDS) -> list[str]:
+    """Importable names (job ids and aliases), sorted.
+
+    Without *prefix*: what ``dir()`` and ``__all__`` list, every alias (up to
+    10,000) and the *limit* (1,000) most recently recorded job ids;
+    ``limit=None`` lists every id, which reads the whole index.
+
+    With *prefix*: every id and alias that starts with it, at most *limit* of them
+    (the first in sorted order; ``None`` for all), found through the registry's
+    indexes, e.g. ``names("J01JD7")`` for the ids of jobs recorded around the same time.
+    """
     registry, _ = _local()
-    return registry.names()
+    if prefix is not None:
+        return registry.names_with_prefix(prefix, limit)
+    if limit is None:
+        return registry.names()
+    found = set(registry.aliases(_names.LISTED_ALIASES))
+    found.update(registry.recent_ids(limit))
+    return sorted(found)
 
 
 def get(name: str, service: str | None = None) -> Job:
@@ -66,8 +90,8 @@ def get(name: str, service: str | None = None) -> Job:
     if len(records) == 1:
         return Job(records[0], registry=registry, store=store)
     if records:
-        raise JobNotFoundError(ambiguous_message(name, records, registry))
-    raise JobNotFoundError(describe_unknown(name, registry))
+        raise JobNotFoundError(_names.ambiguous_message(name, records, registry))
+    raise JobNotFoundError(_names.describe_unknown(name, registry))
 
 
 def __getattr__(name: str) -> Any:
@@ -94,6 +118,7 @@ def _importing_from() -> bool:
     ``ImportError`` ourselves keeps the message with its suggestions.
     """
     import opcode
+    import sys
 
     frame = sys._getframe(2)
     code = frame.f_code.co_code

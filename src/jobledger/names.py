@@ -16,10 +16,34 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from jobledger.registry import JobRecord, Registry
 
-__all__ = ["RESERVED_NAMES", "ambiguous_message", "check_alias", "describe_unknown"]
+__all__ = [
+    "LISTED_ALIASES",
+    "LISTED_IDS",
+    "RESERVED_NAMES",
+    "ambiguous_message",
+    "check_alias",
+    "describe_unknown",
+]
 
-#: names :mod:`jobledger.jobs` defines itself, so no alias may take them
-RESERVED_NAMES = frozenset({"get", "refresh", "names"})
+#: names :mod:`jobledger.jobs` defines itself (its functions, and what its own code
+#: imports), so no alias may take them: ``from jobledger.jobs import get`` is the function
+RESERVED_NAMES = frozenset(
+    {
+        "get",
+        "names",
+        "refresh",
+        "annotations",
+        "Any",
+        "TYPE_CHECKING",
+        "JobNotFoundError",
+        "get_paths",
+    }
+)
+#: how many job ids ``dir(jobledger.jobs)`` and ``__all__`` list: the most recent ones
+LISTED_IDS = 1000
+#: how many aliases they list at most: all of them while there are fewer; beyond, the
+#: first ones in sorted order (every alias still imports, and ``names(prefix)`` finds it)
+LISTED_ALIASES = 10_000
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -3,13 +3,17 @@
 The service speaks the names of :class:`JobStatus` on the wire. QLMaaS users see
 lower-case names (``"waiting"``, ``"done"``...) or their historical integers; Qiskit
 Runtime users see :class:`JobStatus` itself, a ``str`` enum equal to its name.
+``JobInfo`` is importable from here too; it is defined in :mod:`jobledger.job_info`
+and loaded on first use, so that reading a job's status or result never builds it.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobledger.job_info import JobInfo
 
 __all__ = ["FINAL_STATES", "JobInfo", "JobStatus", "parse_status"]
 
@@ -95,19 +99,9 @@ def parse_status(value: str | JobStatus) -> JobStatus:
         raise ValueError(f"unknown job status {value!r}; use one of: {known}") from None
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    """What is known about a job, from the registry or the service."""
+def __getattr__(name: str) -> Any:
+    if name == "JobInfo":
+        from jobledger.job_info import JobInfo
 
-    job_id: str
-    status: JobStatus
-    backend: str
-    submission_date: datetime | None
-    starting_date: datetime | None = None
-    ending_date: datetime | None = None
-    queue_position: int | None = None
-    message: str | None = None
-    tags: tuple[str, ...] = ()
-    session_id: str | None = None
-    backend_version: str | None = None
-    usage: dict[str, float] = field(default_factory=dict)
+        return JobInfo
+    raise AttributeError(f"module 'jobledger.status' has no attribute {name!r}")

@@ -14,8 +14,9 @@ like a damaged blob, is a ``CacheCorruptionError`` naming the file and
 host and process), hashed on the way and moved into place only once their digest and
 size have been checked; partial files whose writer is gone are removed when the
 store is next opened. A full disk is a :class:`~jobledger.errors.StorageFullError`.
-Only ``bytes`` go in or come out: the store's :class:`diskcache.Disk` refuses
-pickled keys and values.
+Only ``bytes`` go in or come out: the store's :class:`diskcache.Disk`
+(:mod:`jobledger.store_disk`, imported on the first write only) refuses pickled keys
+and values.
 """
 
 from __future__ import annotations
@@ -25,20 +26,19 @@ import errno
 import hashlib
 import os
 import re
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import diskcache
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jobledger.errors import CacheCorruptionError, StorageFullError
 from jobledger.paths import ensure_private_dir
+
+if TYPE_CHECKING:
+    import diskcache
 
 __all__ = ["INDEX_NAME", "PARTIAL_DIR", "PartialFile", "Store", "StoreEntry", "StoreStats"]
 
@@ -82,63 +82,6 @@ class PartialFile:
     path: Path
     size: int
     modified_at: float
-
-
-@dataclass(frozen=True)
-class _StagedFile:
-    """A file already written in the cache folder, to be adopted without a copy."""
-
-    filename: str
-    size: int
-
-
-class _UnsafeEntryError(Exception):
-    """An entry that is not plain bytes (e.g. pickled) was found in the cache."""
-
-
-class _MissingFileError(Exception):
-    """An entry's file is gone from the cache folder."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.path = path
-
-
-class _BlobDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's serialization boundary, restricted to str keys and bytes values."""
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise TypeError(f"store keys are hex digests (str), not {type(key).__name__}")
-        return key, True
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise _UnsafeEntryError("a pickled key")
-        return key
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if isinstance(value, _StagedFile):
-            return value.size, _MODE_BINARY, value.filename, None
-        if type(value) is not bytes:
-            raise TypeError(f"the store holds bytes only, not {type(value).__name__}")
-        _, mode, filename, db_value = super().store(value, read, key=key)
-        # Count inline blobs too, so that StoreStats.size is the true total.
-        return len(value), mode, filename, db_value
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == _MODE_RAW:
-            return bytes(value)
-        if mode != _MODE_BINARY or filename is None:
-            raise _UnsafeEntryError(f"an entry of mode {mode}")
-        full_path = os.path.join(self._directory, filename)
-        try:
-            if read:
-                return open(full_path, "rb")
-            with open(full_path, "rb") as reader:
-                return reader.read()
-        except FileNotFoundError:
-            raise _MissingFileError(full_path) from None
 
 
 class Store:
@@ -204,6 +147,8 @@ class Store:
         :raises CacheCorruptionError: when the bytes do not match *expected_sha256*
             or *expected_size*; nothing is stored then.
         """
+        from jobledger.store_disk import StagedFile
+
         expected = None if expected_sha256 is None else _check_digest(expected_sha256)
         with self._writing("download"):
             cache = self._writer()
@@ -234,7 +179,7 @@ class Store:
                     if _refresh(cache, digest):
                         os.remove(final_path)
                     else:
-                        cache.add(digest, _StagedFile(filename, size), retry=True)
+                        cache.add(digest, StagedFile(filename, size), retry=True)
             except BaseException:
                 _remove_quietly(str(partial))
                 if final_path is not None:
@@ -409,6 +354,8 @@ class Store:
         hashing it. When the digest is already indexed, the file is a duplicate and is
         removed (``adopted`` is false).
         """
+        from jobledger.store_disk import StagedFile
+
         with open(path, "rb") as reader:
             digest = _file_digest(reader)
             size = reader.tell()
@@ -419,17 +366,22 @@ class Store:
                 if _refresh(cache, digest):
                     os.remove(path)
                     return digest, False
-                cache.add(digest, _StagedFile(filename, size), retry=True)
+                cache.add(digest, StagedFile(filename, size), retry=True)
         return digest, True
 
     def sweep_partial(self) -> int:
         """Remove partial files whose writer is gone (a process of this host that no
         longer runs) or that were not written for ``PARTIAL_MAX_AGE`` seconds; return
         how many were removed. A live concurrent download is left alone."""
+        partials = self.partial_files()
+        if not partials:
+            return 0
+        import socket  # only here: opening the store for reading stays light
+
         removed = 0
         now = time.time()
         host = socket.gethostname()
-        for partial in self.partial_files():
+        for partial in partials:
             writer_host, _, rest = partial.path.name.rpartition("-pid")
             pid = rest.split("-", 1)[0]
             gone = writer_host == host and pid.isdigit() and not _alive(int(pid))
@@ -493,6 +445,12 @@ class Store:
     def _writer(self) -> diskcache.Cache:
         if self._cache is not None:
             return self._cache
+        # diskcache (which writes its settings when a Cache opens) is imported and
+        # opened only to write: reads query the index directly.
+        import diskcache
+
+        from jobledger.store_disk import BlobDisk
+
         with self._lock:
             if self._cache is None:
                 ensure_private_dir(self.path)
@@ -501,7 +459,7 @@ class Store:
                 try:
                     self._cache = diskcache.Cache(
                         str(self.path),
-                        disk=_BlobDisk,
+                        disk=BlobDisk,
                         timeout=60,
                         eviction_policy="none",
                         size_limit=2**62,
@@ -547,6 +505,9 @@ class Store:
         return info.f_bavail * info.f_frsize < _NEARLY_FULL
 
     def _partial_path(self) -> Path:
+        import socket
+        import uuid
+
         folder = ensure_private_dir(self.path / PARTIAL_DIR)
         name = f"{socket.gethostname()}-pid{os.getpid()}-{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
         return folder / name

@@ -12,7 +12,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +26,15 @@ from jobledger.errors import (
     ServiceError,
 )
 from jobledger.registry import BlobRef, JobRecord, Registry
-from jobledger.status import JobInfo, JobStatus
+from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
     from jobledger.client.connection import Connection
+    from jobledger.job_info import JobInfo, QueueInfo
     from jobledger.providers.base import Provider
     from jobledger.store import Store
 
-__all__ = ["BackendName", "Job", "JobId", "QueueInfo"]
+__all__ = ["BackendName", "Job", "JobId"]
 
 _STATUS_TTL = 0.5
 
@@ -65,14 +65,6 @@ class BackendName(str):
     def name(self) -> str:
         """The backend's name."""
         return str(self)
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """A queued job's place (Qiskit's ``queue_info()``)."""
-
-    job_id: str
-    position: int
 
 
 def _apply(decoder: Any, data: bytes) -> Any:
@@ -228,6 +220,8 @@ class Job:
 
     def queue_info(self) -> QueueInfo | None:
         """Where the job is in the queue, or ``None`` when it is not queued."""
+        from jobledger.job_info import QueueInfo
+
         position = self.queue()
         if position is None:
             return None
@@ -339,6 +333,8 @@ class Job:
 
     def get_info(self, refresh: bool = True) -> JobInfo:
         """Everything known about the job, as a :class:`JobInfo`."""
+        from jobledger.job_info import JobInfo
+
         record = self._current() if refresh else self._record
         return JobInfo(
             job_id=record.job_id or record.name,

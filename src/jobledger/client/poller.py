@@ -2,9 +2,12 @@
 
 Handles that wait register their job id; a single background thread asks the service
 for all of them with the batch status call (one request per 1,000 jobs), records what
-changed in the registry, and wakes the waiters whose job reached a final state. It
-polls gently: from 0.2 s, backing off to a few seconds while nothing changes, and it
-stops when nobody waits.
+changed in the registry, and wakes the waiters whose job reached a final state. A job
+newly waited for wakes the thread at once, so its first status read is not delayed by
+the pause between rounds; waiters that arrive together (or while a round is in
+flight) share the next round, so 1,000 handles waiting at once still cost one request
+per round. Between rounds it polls gently: from 0.2 s, backing off to a few seconds
+while nothing changes, and it stops when nobody waits.
 """
 
 from __future__ import annotations
@@ -29,11 +32,26 @@ MAX_INTERVAL = 3.0
 
 
 class Poller:
-    """Waits for many jobs of one connection with one request per poll round."""
+    """Waits for many jobs of one connection with one request per poll round.
 
-    def __init__(self, connection: Connection) -> None:
+    :param first_interval: the pause after a round in which a status changed (seconds).
+    :param max_interval: the longest pause, reached while nothing changes.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        first_interval: float = FIRST_INTERVAL,
+        max_interval: float = MAX_INTERVAL,
+    ) -> None:
         self._conn = connection
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        # Two conditions on one lock: waiters sleep on one, the polling thread on the
+        # other, so a new waiter wakes the thread without waking every other waiter.
+        self._cond = threading.Condition(lock)
+        self._wakeup = threading.Condition(lock)
+        self._wake = False
         self._waiting: Counter[str] = Counter()
         self._final: set[str] = set()
         self._failed: dict[str, JobledgerError] = {}
@@ -41,8 +59,14 @@ class Poller:
         self._error: tuple[int, JobledgerError] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._max_interval = MAX_INTERVAL
+        self._first_interval = first_interval
+        self._max_interval = max(first_interval, max_interval)
         self.requests = 0
+
+    @property
+    def rounds(self) -> int:
+        """How many poll rounds this poller has made."""
+        return self._round
 
     def wait(
         self, job_id: str, timeout: float | None = None, poll_interval: float | None = None
@@ -55,9 +79,15 @@ class Poller:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if poll_interval is not None:
-                self._max_interval = max(FIRST_INTERVAL, min(self._max_interval, poll_interval))
+                self._max_interval = max(
+                    self._first_interval, min(self._max_interval, poll_interval)
+                )
             self._waiting[job_id] += 1
             self._final.discard(job_id)
+            if self._waiting[job_id] == 1:
+                # A job nobody waited for: read its status in the next round, now.
+                self._wake = True
+                self._wakeup.notify()
             start_round = self._round
             self._start()
             try:
@@ -81,6 +111,8 @@ class Poller:
     def stop(self) -> None:
         """Stop the polling thread."""
         self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -91,8 +123,19 @@ class Poller:
             self._thread = threading.Thread(target=self._run, name="jobledger-poller", daemon=True)
             self._thread.start()
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep between rounds until *seconds* pass, a new job is waited for, or
+        :meth:`stop` is called."""
+        deadline = time.monotonic() + seconds
+        with self._wakeup:
+            while not self._wake and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._wakeup.wait(remaining)
+
     def _run(self) -> None:
-        interval = FIRST_INTERVAL
+        interval = self._first_interval
         seen: dict[str, JobStatus] = {}
         while not self._stop.is_set():
             with self._cond:
@@ -100,6 +143,8 @@ class Poller:
                 if not ids:
                     self._thread = None
                     return
+                # Whoever registered until now is in this round.
+                self._wake = False
             changed = False
             try:
                 batch = self._conn.call(partial(_statuses, ids=ids))
@@ -111,7 +156,7 @@ class Poller:
                     self._round += 1
                     self._error = (self._round, exc)
                     self._cond.notify_all()
-                self._stop.wait(interval)
+                self._pause(interval)
                 interval = min(interval * 2, self._max_interval)
                 continue
             with self._cond:
@@ -128,8 +173,8 @@ class Poller:
                         f"the service no longer knows job {job_id}"
                     )
                 self._cond.notify_all()
-            interval = FIRST_INTERVAL if changed else min(interval * 1.5, self._max_interval)
-            self._stop.wait(interval)
+            interval = self._first_interval if changed else min(interval * 1.5, self._max_interval)
+            self._pause(interval)
 
 
 def _statuses(provider: Provider, ids: list[str]) -> StatusBatch:

@@ -403,6 +403,63 @@ class Registry(RegistryFile):
                 found.update(json.loads(row[2]).values())
         return found
 
+    # -- names for jobledger.jobs: bounded reads through the indexes -------------------
+
+    def recent_ids(self, limit: int) -> list[str]:
+        """The ids of the *limit* most recently recorded jobs, newest first.
+
+        Walks the ``created_at`` index backwards, so the cost does not grow with the
+        registry (an id recorded for two services appears twice).
+        """
+        # "+job_id" keeps the planner on the created_at index whatever its statistics.
+        rows = self.read(
+            "SELECT job_id FROM jobs WHERE +job_id IS NOT NULL ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    def aliases(self, limit: int | None = None) -> list[str]:
+        """Aliases in sorted order, at most *limit* of them (read from the alias index)."""
+        rows = self.read(
+            "SELECT alias FROM jobs WHERE alias IS NOT NULL ORDER BY alias LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [r[0] for r in rows]
+
+    def names_with_prefix(self, prefix: str, limit: int | None = None) -> list[str]:
+        """Job ids and aliases starting with *prefix*, sorted, at most *limit* of them.
+
+        Two range scans, of the id index and of the alias index: the cost grows with
+        the number of matches, not with the registry.
+        """
+        above = self._above_prefix(prefix)
+        where = "{0} >= ?" if above is None else "{0} >= ? AND {0} < ?"
+        params = [prefix] if above is None else [prefix, above]
+        cap = -1 if limit is None else limit
+        ids = self.read(
+            f"SELECT DISTINCT job_id FROM jobs WHERE {where.format('job_id')} "
+            "ORDER BY job_id LIMIT ?",
+            [*params, cap],
+        )
+        aliases = self.read(
+            f"SELECT alias FROM jobs WHERE {where.format('alias')} ORDER BY alias LIMIT ?",
+            [*params, cap],
+        )
+        found = sorted({r[0] for r in ids} | {r[0] for r in aliases})
+        return found if limit is None else found[:limit]
+
+    @staticmethod
+    def _above_prefix(prefix: str) -> str | None:
+        """The smallest string above every string starting with *prefix* (``None``:
+        none, e.g. for ``""``). SQLite compares text as UTF-8 bytes, which sort as
+        their code points do."""
+        for end in range(len(prefix) - 1, -1, -1):
+            code = ord(prefix[end]) + 1
+            if code <= 0x10FFFF:
+                # Skip the surrogates, which UTF-8 cannot encode.
+                return prefix[:end] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
+        return None
+
 
 # -- audit reads ------------------------------------------------------------------------
 # Read-only queries for jobledger.audit (verify, export, provenance); they never write.
