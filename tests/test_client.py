@@ -232,6 +232,23 @@ def test_a_newly_waited_job_wakes_the_sleeping_poller(service: Any, http: Any) -
             poller.stop()
 
 
+def test_a_short_job_seen_running_is_asked_about_again_soon(service: Any) -> None:
+    from jobledger.client.poller import Poller
+
+    token = service.create_token(f"user{time.monotonic_ns()}")
+    with jobledger.connect(url=service.url, token=token) as conn:
+        job = conn.submit({}, "sleep", params={"seconds": 0.5, "interval": 0.25})
+        # A pause of a minute between ordinary rounds: the job, running when first
+        # seen, is found done by the short rounds that follow a new job.
+        poller = Poller(conn, first_interval=60.0, max_interval=60.0)
+        try:
+            poller.wait(str(job.job_id), timeout=20)
+            assert job._reload().status is JobStatus.DONE
+            assert 2 <= poller.rounds <= 12
+        finally:
+            poller.stop()
+
+
 def test_waiters_arriving_together_share_rounds(service: Any, http: Any) -> None:
     from jobledger.client.poller import Poller
 

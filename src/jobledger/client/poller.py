@@ -6,8 +6,10 @@ changed in the registry, and wakes the waiters whose job reached a final state. 
 newly waited for wakes the thread at once, so its first status read is not delayed by
 the pause between rounds; waiters that arrive together (or while a round is in
 flight) share the next round, so 1,000 handles waiting at once still cost one request
-per round. Between rounds it polls gently: from 0.2 s, backing off to a few seconds
-while nothing changes, and it stops when nobody waits.
+per round. A job first seen still running is asked about again soon (after
+:data:`QUICK_INTERVAL`, doubling up to the first interval), so a short job's result is
+not held back by a fixed pause; after that it polls gently: from 0.2 s, backing off to
+a few seconds while nothing changes, and it stops when nobody waits.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ __all__ = ["Poller"]
 
 FIRST_INTERVAL = 0.2
 MAX_INTERVAL = 3.0
+#: the pause after a round that saw a job for the first time, not yet final: short
+#: jobs (most of them, on a local service) are done within a few such rounds
+QUICK_INTERVAL = 0.02
 
 
 class Poller:
@@ -145,7 +150,7 @@ class Poller:
                     return
                 # Whoever registered until now is in this round.
                 self._wake = False
-            changed = False
+            changed = fresh = False
             try:
                 batch = self._conn.call(partial(_statuses, ids=ids))
                 found, missing = batch.found, batch.missing
@@ -163,6 +168,8 @@ class Poller:
                 self._round += 1
                 self._error = None
                 for info in found:
+                    if info.id not in seen and not info.status.is_final:
+                        fresh = True
                     if seen.get(info.id) is not info.status:
                         changed = True
                         seen[info.id] = info.status
@@ -173,8 +180,18 @@ class Poller:
                         f"the service no longer knows job {job_id}"
                     )
                 self._cond.notify_all()
-            interval = self._first_interval if changed else min(interval * 1.5, self._max_interval)
+            interval = self._next_interval(interval, fresh=fresh, changed=changed)
             self._pause(interval)
+
+    def _next_interval(self, interval: float, *, fresh: bool, changed: bool) -> float:
+        """The pause before the next round, after one that took *interval*."""
+        if fresh:
+            return min(QUICK_INTERVAL, self._first_interval)
+        if interval < self._first_interval:  # still ramping up after a new job
+            return min(interval * 2, self._max_interval)
+        if changed:
+            return self._first_interval
+        return min(interval * 1.5, self._max_interval)
 
 
 def _statuses(provider: Provider, ids: list[str]) -> StatusBatch:
