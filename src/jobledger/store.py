@@ -51,6 +51,7 @@ PARTIAL_MAX_AGE = 15 * 60.0
 REPAIR_HINT = "run `jobledger cache repair` to rebuild it from the blob files"
 
 _CHUNK = 1 << 20
+_PAGE = 1000
 _NEARLY_FULL = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MODE_RAW = 1
@@ -325,15 +326,43 @@ class Store:
         return self.path / str(rows[0][1])
 
     def digests(self) -> Iterator[str]:
-        """Iterate over the digests of all stored blobs, in sorted order."""
-        for (key,) in self._query("SELECT key FROM Cache WHERE raw = 1 ORDER BY key"):
-            yield str(key)
+        """Iterate over the digests of all stored blobs, in sorted order, a page at a
+        time (keyset on the digest), so memory stays bounded whatever the store holds."""
+        for page in self._pages("key"):
+            for (key,) in page:
+                yield str(key)
 
     def entries(self) -> Iterator[StoreEntry]:
-        """Iterate over every stored blob with its size and storage time."""
-        rows = self._query("SELECT key, size, store_time FROM Cache WHERE raw = 1")
-        for key, size, stored_at in rows:
-            yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
+        """Iterate over every stored blob with its size and storage time, sorted by
+        digest, a page at a time."""
+        for page in self._pages("key, size, store_time"):
+            for key, size, stored_at in page:
+                yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
+
+    def stored_among(self, digests: Iterable[str]) -> set[str]:
+        """Those of *digests* the store holds (their bytes are not checked): one query
+        per 500 digests instead of one per digest."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = tuple(wanted[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk)
+            found.update(str(key) for (key,) in rows)
+        return found
+
+    def _pages(self, columns: str) -> Iterator[list[Any]]:
+        """Pages of ``Cache`` rows (*columns*, the digest first) in digest order."""
+        after = ""
+        while True:
+            page = self._query(
+                f"SELECT {columns} FROM Cache WHERE raw = 1 AND key > ? ORDER BY key LIMIT ?",
+                (after, _PAGE),
+            )
+            if not page:
+                return
+            yield page
+            after = str(page[-1][0])
 
     def stats(self) -> StoreStats:
         """The number of blobs and their total size in bytes."""
@@ -355,7 +384,7 @@ class Store:
     def verify(self) -> list[str]:
         """Re-hash every blob; return the digests whose bytes do not match."""
         failed = []
-        for digest in list(self.digests()):
+        for digest in self.digests():
             try:
                 value = self._entry(digest, "blob")
             except CacheCorruptionError:

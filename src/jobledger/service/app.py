@@ -42,7 +42,7 @@ from jobledger.service.executors import DaskExecutor, Executor, JobExecutor
 from jobledger.service.limits import JobLimits, Limit
 from jobledger.service.openapi import openapi_document
 from jobledger.service.plugin import Backend, load_backends, unavailable_reason
-from jobledger.service.store import JobRecord, JobStore, now_iso
+from jobledger.service.store import JobFilter, JobRecord, JobStore, now_iso
 from jobledger.status import JobStatus
 
 __all__ = ["DEFAULT_MAX_BODY", "Service", "create_app"]
@@ -286,6 +286,10 @@ def _handlers(svc: Service) -> list[Route]:
             raise wire.invalid("order must be 'asc' or 'desc'")
         limit = int(limit_text)
         after = wire.decode_cursor(query.get("cursor"))
+        token = query.get("updated_after")
+        if token is not None:
+            # Changes come oldest first whatever the order: a page's token covers them all.
+            return await list_changes(user, flt, limit, token, after)
         page = await run_in_threadpool(
             lambda: svc.store.list_jobs(
                 user, flt, limit=limit + 1, after_seq=after, descending=order == "desc"
@@ -294,6 +298,33 @@ def _handlers(svc: Service) -> list[Route]:
         next_cursor = wire.encode_cursor(page[limit - 1].seq) if len(page) > limit else None
         return JSONResponse(
             {"jobs": [wire.job_info(j) for j in page[:limit]], "next_cursor": next_cursor}
+        )
+
+    async def list_changes(
+        user: str, flt: JobFilter, limit: int, token: str, after: int | None
+    ) -> Response:
+        # Pages go by change number: a job changed while the client pages gets a number
+        # above every one listed so far, so it comes again on a later page.
+        def read() -> tuple[str, int, list[JobRecord]]:
+            tag = wire.change_tag(svc.db.service_id(), user)
+            start = wire.decode_change_token(token, tag, svc.db.change_seq())
+            lower = max(start, after or 0)
+            page = svc.store.list_jobs(
+                user, flt, limit=limit + 1, after_seq=None, descending=False, changed_after=lower
+            )
+            return tag, lower, page
+
+        tag, lower, page = await run_in_threadpool(read)
+        shown = page[:limit]
+        through = max([lower, *(j.changed for j in shown)])
+        return JSONResponse(
+            {
+                "jobs": [wire.job_info(j) for j in shown],
+                "next_cursor": wire.encode_cursor(shown[-1].changed)
+                if len(page) > limit
+                else None,
+                "updated_through": wire.encode_change_token(through, tag),
+            }
         )
 
     async def jobs(request: Request) -> Response:

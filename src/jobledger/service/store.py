@@ -4,7 +4,10 @@
 and ``events`` tables. Every status change is a conditional ``UPDATE`` (``WHERE
 status = ...``), so a cancel racing with the scheduler or a worker has exactly one
 winner, and every change appends an event that the SSE stream replays. Queue order is
-the insertion order (``seq``); a queued job's position is computed from it.
+the insertion order (``seq``); a queued job's position is computed from it. Each row
+also carries the number of its last change (``changed``, stamped by the database's
+triggers, see :mod:`jobledger.service.db`), by which :meth:`JobStore.list_jobs` lists
+the jobs changed after a given number.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class JobRecord:
     usage_seconds: float | None
     metrics: dict[str, Any]
     queue_position: int | None = None
+    changed: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, queue_position: int | None = None) -> JobRecord:
@@ -112,6 +116,7 @@ class JobRecord:
             usage_seconds=row["usage_seconds"],
             metrics=_stored_json(row["metrics"], dict),
             queue_position=queue_position,
+            changed=int(row["changed"] or 0),
         )
 
 
@@ -202,9 +207,21 @@ class JobStore:
         return {record.id: record for record in self._records(rows)}
 
     def list_jobs(
-        self, owner: str, flt: JobFilter, *, limit: int, after_seq: int | None, descending: bool
+        self,
+        owner: str,
+        flt: JobFilter,
+        *,
+        limit: int,
+        after_seq: int | None,
+        descending: bool,
+        changed_after: int | None = None,
     ) -> list[JobRecord]:
-        """A page of *owner*'s jobs matching *flt*, after the cursor *after_seq*."""
+        """A page of *owner*'s jobs matching *flt*, after the cursor *after_seq*.
+
+        :param changed_after: list only jobs whose last change is numbered above it,
+            oldest change first (through the ``(owner, changed)`` index); *after_seq*
+            and *descending* are then ignored: the caller pages by change number.
+        """
         where = ["j.owner = ?"]
         args: list[Any] = [owner]
         if flt.statuses:
@@ -230,11 +247,16 @@ class JobStore:
                 "EXISTS (SELECT 1 FROM json_each(j.tags) t WHERE t.value = ?) ELSE 0 END"
             )
             args.append(tag)
-        if after_seq is not None:
-            where.append("j.seq < ?" if descending else "j.seq > ?")
-            args.append(after_seq)
-        order = "DESC" if descending else "ASC"
-        sql = f"SELECT j.* FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.seq {order} LIMIT ?"
+        if changed_after is not None:
+            where.append("j.changed > ?")
+            args.append(changed_after)
+            order = "j.changed ASC"
+        else:
+            if after_seq is not None:
+                where.append("j.seq < ?" if descending else "j.seq > ?")
+                args.append(after_seq)
+            order = "j.seq DESC" if descending else "j.seq ASC"
+        sql = f"SELECT j.* FROM jobs j WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         return self._records(self.db.conn().execute(sql, [*args, limit]))
 
     def events_after(self, job_id: str, seq: int) -> list[Event]:
