@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (owner, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_key ON idempotency (key);
+CREATE TABLE IF NOT EXISTS inline_blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -162,17 +163,29 @@ class Database:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``), committed on success."""
+    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success.
+
+        :param durable: flush the write-ahead log to disk at the commit, so that the
+            change survives a power failure, not only a crash of the process (WAL's
+            ``NORMAL`` sync, used otherwise, may lose the last commits to a power
+            failure). Used for what the service acknowledges: a new submission.
+        """
         with self._write_lock:
             conn = self.conn()
-            conn.execute("BEGIN IMMEDIATE")
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
 
     def service_id(self) -> str:
         """The stable id of this data folder, made when it was first opened."""
