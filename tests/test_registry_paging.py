@@ -123,3 +123,13 @@ def test_the_sync_token_is_kept_per_service(tmp_path: Path) -> None:
     again = Registry(tmp_path / "r.db", readonly=True)
     assert (again.sync_cursor("S"), again.sync_cursor("T")) == ("15.abcdef01", "3.01234567")
     again.close()
+
+
+def test_referenced_among_sees_batches_results_and_extras(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.db")
+    pk = job(registry, 1, batch=digest("b"), result=digest("r"))
+    registry.set_extra(pk, "logs", digest("l"))
+    asked = [digest("b"), digest("r"), digest("l"), digest("nobody")]
+    assert registry.referenced_among(asked) == {digest("b"), digest("r"), digest("l")}
+    assert registry.referenced_among([]) == set()
+    registry.close()

@@ -437,3 +437,25 @@ def test_listing_goes_a_page_at_a_time_in_digest_order(
     assert next(walk) == digests[0]
     store.delete(digests[2])
     assert list(walk) == [digests[1], digests[3], digests[4]]
+
+
+def test_delete_unused_removes_only_old_blobs_nothing_uses(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobledger.store as store_module
+
+    monkeypatch.setattr(store_module, "_PAGE", 2)  # one check of "used" per page
+    old = [store.put_bytes(b"old %d" % i) for i in range(5)]
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    young = store.put_bytes(b"young")
+    pages: list[list[str]] = []
+
+    def used(page: list[str]) -> set[str]:
+        pages.append(page)
+        return {old[1]}
+
+    removed = store.delete_unused([*old, young], stored_before=cutoff, used=used)
+    assert removed == sorted(d for d in old if d != old[1])
+    assert set(store.digests()) == {old[1], young}
+    assert all(len(page) <= 2 and young not in page for page in pages)

@@ -408,27 +408,39 @@ class Store:
         with self._writing("change"):
             return bool(self._writer().delete(sha256, retry=True))
 
-    def delete_if(
-        self, sha256: str, *, stored_before: float, unused: Callable[[str], bool]
-    ) -> bool:
-        """Remove blob *sha256* if it was last stored before *stored_before* (epoch
-        seconds) and ``unused(sha256)`` still holds; return whether it was removed.
+    def delete_unused(
+        self,
+        digests: Iterable[str],
+        *,
+        stored_before: float,
+        used: Callable[[list[str]], set[str]],
+    ) -> list[str]:
+        """Remove those of *digests* last stored before *stored_before* (epoch seconds)
+        that ``used(page)`` does not name; return the removed ones, in sorted order.
 
-        Both are checked while the store is locked for writing, so a writer that
-        stores (or stores again) the blob meanwhile either comes first, and the blob
-        stays, or comes after, and stores it anew.
+        They go a page at a time, and both are checked while the store is locked for
+        writing, so a writer that stores (or stores again) a blob meanwhile either comes
+        first, and the blob stays, or comes after, and stores it anew. One call of
+        *used* per page (say, one pass over a registry) instead of one per blob.
         """
-        with self._writing("change"):
-            cache = self._writer()
-            with cache.transact(retry=True):
-                row = cache._sql(
-                    "SELECT store_time FROM Cache WHERE key = ? AND raw = 1", (sha256,)
-                ).fetchone()
-                if row is None or float(row[0] or 0.0) >= stored_before:
-                    return False
-                if not unused(sha256):
-                    return False
-                return bool(cache.delete(sha256, retry=True))
+        wanted = sorted(set(digests))
+        removed: list[str] = []
+        for start in range(0, len(wanted), _PAGE):
+            chunk = wanted[start : start + _PAGE]
+            marks = ",".join("?" * len(chunk))
+            with self._writing("change"):
+                cache = self._writer()
+                with cache.transact(retry=True):
+                    rows = cache._sql(
+                        f"SELECT key, store_time FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                    old = sorted(str(k) for k, at in rows if float(at or 0.0) < stored_before)
+                    busy = used(old) if old else set()
+                    for digest in old:
+                        if digest not in busy and cache.delete(digest, retry=True):
+                            removed.append(digest)
+        return removed
 
     def adopt_file(self, path: Path) -> tuple[str, bool]:
         """Index the file *path* (inside the store's folder, outside ``partial/``)

@@ -16,7 +16,7 @@ a page at a time, so they run in bounded memory for a million jobs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -262,13 +262,10 @@ def _blob_size(store: Store, digest: str) -> int:
 def unreferenced_candidates(conn: Connection, *, min_age: float) -> tuple[set[str], int]:
     """Blobs no job refers to, stored more than *min_age* seconds ago; returns
     ``(digests, how many unreferenced blobs are younger and kept)``."""
-    referenced = conn.registry.referenced_digests()
     cutoff = time.time() - min_age
     old: set[str] = set()
     young = 0
-    for entry in conn.store.entries():
-        if entry.sha256 in referenced:
-            continue
+    for entry in _unreferenced(conn):
         if entry.stored_at < cutoff:
             old.add(entry.sha256)
         else:
@@ -280,27 +277,14 @@ def remove_unreferenced(conn: Connection, digests: set[str], *, min_age: float) 
     """Remove those of *digests* that are still unreferenced and older than *min_age*
     seconds when their turn comes; return the removed ones, sorted.
 
-    Each blob is checked again while the store is locked: a submission that stored it
-    meanwhile made it young again, one that recorded its job made it referenced.
+    Each page of blobs is checked again while the store is locked: a submission that
+    stored one meanwhile made it young again, one that recorded its job made it
+    referenced (one pass over the registry per page, not one per blob).
     """
     cutoff = time.time() - min_age
-    return [
-        digest
-        for digest in sorted(digests)
-        if conn.store.delete_if(digest, stored_before=cutoff, unused=_unreferenced_in(conn))
-    ]
-
-
-def _unreferenced_in(conn: Connection) -> Callable[[str], bool]:
-    def unused(digest: str) -> bool:
-        rows = conn.registry.read(
-            "SELECT 1 FROM jobs WHERE batch_sha256 = ? OR result_sha256 = ? "
-            "OR instr(extras, ?) > 0 LIMIT 1",
-            (digest, digest, digest),
-        )
-        return not rows
-
-    return unused
+    return conn.store.delete_unused(
+        digests, stored_before=cutoff, used=conn.registry.referenced_among
+    )
 
 
 @cache.command("prune")

@@ -468,6 +468,23 @@ class Registry(RegistryFile):
             if isinstance(row[0], str) and row[0]:
                 yield row[0]
 
+    def referenced_among(self, digests: Collection[str]) -> set[str]:
+        """Those of *digests* some job refers to now (batch, result or cached extra), in
+        one pass over the registry whatever their number."""
+        if not digests:
+            return set()
+        wanted = dumps(sorted(set(digests)))
+        among = "IN (SELECT value FROM json_each(?))"
+        rows = self.read(
+            f"SELECT batch_sha256 FROM jobs WHERE batch_sha256 {among} "
+            f"UNION SELECT result_sha256 FROM jobs WHERE result_sha256 {among} "
+            "UNION SELECT e.value FROM jobs, json_each(CASE WHEN json_valid(jobs.extras) "
+            "THEN jobs.extras ELSE '{}' END) e "
+            f"WHERE jobs.extras IS NOT NULL AND e.value {among}",
+            (wanted, wanted, wanted),
+        )
+        return {str(r[0]) for r in rows}
+
     def digest_owners(
         self, digests: Collection[str]
     ) -> dict[str, list[tuple[str, str, JobStatus]]]:
