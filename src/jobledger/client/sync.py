@@ -210,7 +210,9 @@ def sync(
     service = binding.service.id
     earlier = resolved_before or Resolution()
     now = resolve_pending(conn, binding)
-    listing = _record_changes(conn, service) or _record_everything(conn, service)
+    listing = _record_changes(conn, service)
+    if listing is None:
+        listing = _record_everything(conn, service)
     errors: list[str] = list(now.problems)
     fetched = _fetch_results(conn, service, errors) if fetch_results else 0
     return SyncReport(
