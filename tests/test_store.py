@@ -416,3 +416,46 @@ def test_reads_work_and_writes_fail_clearly_on_a_full_disk(small_disk: Path) -> 
             assert str(path) in str(info.value) and "nothing was recorded" in str(info.value)
         assert set(store.digests()) == {small, large}
         assert store.partial_files() == []
+
+
+def test_listing_goes_a_page_at_a_time_in_digest_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobledger.store as store_module
+
+    monkeypatch.setattr(store_module, "_PAGE", 2)  # five blobs: three pages
+    blobs = [f"blob {i}".encode() * (1 + 20000 * (i % 2)) for i in range(5)]
+    digests = sorted(store.put_bytes(b) for b in blobs)
+    assert list(store.digests()) == digests
+    entries = list(store.entries())
+    assert [e.sha256 for e in entries] == digests
+    assert sorted(e.size for e in entries) == sorted(len(b) for b in blobs)
+    assert store.stored_among([digests[0], "0" * 64, digests[3]]) == {digests[0], digests[3]}
+    assert store.verify() == []
+    # A blob removed while the listing is under way is simply not seen again.
+    walk = store.digests()
+    assert next(walk) == digests[0]
+    store.delete(digests[2])
+    assert list(walk) == [digests[1], digests[3], digests[4]]
+
+
+def test_delete_unused_removes_only_old_blobs_nothing_uses(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobledger.store as store_module
+
+    monkeypatch.setattr(store_module, "_PAGE", 2)  # one check of "used" per page
+    old = [store.put_bytes(b"old %d" % i) for i in range(5)]
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    young = store.put_bytes(b"young")
+    pages: list[list[str]] = []
+
+    def used(page: list[str]) -> set[str]:
+        pages.append(page)
+        return {old[1]}
+
+    removed = store.delete_unused([*old, young], stored_before=cutoff, used=used)
+    assert removed == sorted(d for d in old if d != old[1])
+    assert set(store.digests()) == {old[1], young}
+    assert all(len(page) <= 2 and young not in page for page in pages)

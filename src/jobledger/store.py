@@ -51,6 +51,7 @@ PARTIAL_MAX_AGE = 15 * 60.0
 REPAIR_HINT = "run `jobledger cache repair` to rebuild it from the blob files"
 
 _CHUNK = 1 << 20
+_PAGE = 1000
 _NEARLY_FULL = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MODE_RAW = 1
@@ -270,15 +271,43 @@ class Store:
         return self.path / str(rows[0][1])
 
     def digests(self) -> Iterator[str]:
-        """Iterate over the digests of all stored blobs, in sorted order."""
-        for (key,) in self._query("SELECT key FROM Cache WHERE raw = 1 ORDER BY key"):
-            yield str(key)
+        """Iterate over the digests of all stored blobs, in sorted order, a page at a
+        time (keyset on the digest), so memory stays bounded whatever the store holds."""
+        for page in self._pages("key"):
+            for (key,) in page:
+                yield str(key)
 
     def entries(self) -> Iterator[StoreEntry]:
-        """Iterate over every stored blob with its size and storage time."""
-        rows = self._query("SELECT key, size, store_time FROM Cache WHERE raw = 1")
-        for key, size, stored_at in rows:
-            yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
+        """Iterate over every stored blob with its size and storage time, sorted by
+        digest, a page at a time."""
+        for page in self._pages("key, size, store_time"):
+            for key, size, stored_at in page:
+                yield StoreEntry(str(key), int(size or 0), float(stored_at or 0.0))
+
+    def stored_among(self, digests: Iterable[str]) -> set[str]:
+        """Those of *digests* the store holds (their bytes are not checked): one query
+        per 500 digests instead of one per digest."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = tuple(wanted[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk)
+            found.update(str(key) for (key,) in rows)
+        return found
+
+    def _pages(self, columns: str) -> Iterator[list[Any]]:
+        """Pages of ``Cache`` rows (*columns*, the digest first) in digest order."""
+        after = ""
+        while True:
+            page = self._query(
+                f"SELECT {columns} FROM Cache WHERE raw = 1 AND key > ? ORDER BY key LIMIT ?",
+                (after, _PAGE),
+            )
+            if not page:
+                return
+            yield page
+            after = str(page[-1][0])
 
     def stats(self) -> StoreStats:
         """The number of blobs and their total size in bytes."""
@@ -300,7 +329,7 @@ class Store:
     def verify(self) -> list[str]:
         """Re-hash every blob; return the digests whose bytes do not match."""
         failed = []
-        for digest in list(self.digests()):
+        for digest in self.digests():
             try:
                 value = self._entry(digest, "blob")
             except CacheCorruptionError:
@@ -324,27 +353,39 @@ class Store:
         with self._writing("change"):
             return bool(self._writer().delete(sha256, retry=True))
 
-    def delete_if(
-        self, sha256: str, *, stored_before: float, unused: Callable[[str], bool]
-    ) -> bool:
-        """Remove blob *sha256* if it was last stored before *stored_before* (epoch
-        seconds) and ``unused(sha256)`` still holds; return whether it was removed.
+    def delete_unused(
+        self,
+        digests: Iterable[str],
+        *,
+        stored_before: float,
+        used: Callable[[list[str]], set[str]],
+    ) -> list[str]:
+        """Remove those of *digests* last stored before *stored_before* (epoch seconds)
+        that ``used(page)`` does not name; return the removed ones, in sorted order.
 
-        Both are checked while the store is locked for writing, so a writer that
-        stores (or stores again) the blob meanwhile either comes first, and the blob
-        stays, or comes after, and stores it anew.
+        They go a page at a time, and both are checked while the store is locked for
+        writing, so a writer that stores (or stores again) a blob meanwhile either comes
+        first, and the blob stays, or comes after, and stores it anew. One call of
+        *used* per page (say, one pass over a registry) instead of one per blob.
         """
-        with self._writing("change"):
-            cache = self._writer()
-            with cache.transact(retry=True):
-                row = cache._sql(
-                    "SELECT store_time FROM Cache WHERE key = ? AND raw = 1", (sha256,)
-                ).fetchone()
-                if row is None or float(row[0] or 0.0) >= stored_before:
-                    return False
-                if not unused(sha256):
-                    return False
-                return bool(cache.delete(sha256, retry=True))
+        wanted = sorted(set(digests))
+        removed: list[str] = []
+        for start in range(0, len(wanted), _PAGE):
+            chunk = wanted[start : start + _PAGE]
+            marks = ",".join("?" * len(chunk))
+            with self._writing("change"):
+                cache = self._writer()
+                with cache.transact(retry=True):
+                    rows = cache._sql(
+                        f"SELECT key, store_time FROM Cache WHERE raw = 1 AND key IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                    old = sorted(str(k) for k, at in rows if float(at or 0.0) < stored_before)
+                    busy = used(old) if old else set()
+                    for digest in old:
+                        if digest not in busy and cache.delete(digest, retry=True):
+                            removed.append(digest)
+        return removed
 
     def adopt_file(self, path: Path) -> tuple[str, bool]:
         """Index the file *path* (inside the store's folder, outside ``partial/``)

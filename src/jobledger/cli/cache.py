@@ -7,13 +7,16 @@ every blob against its digest and drops corrupt ones the service can send again;
 no longer has: only unreferenced blobs, or old results the service confirms it keeps.
 A blob stored less than ``PRUNE_MIN_AGE`` seconds ago is never pruned as unreferenced:
 a submission stores its batch before it records the job that refers to it.
+
+None of them holds the registry or the store's index in memory: the store's digests
+and the registry's references are walked side by side, both sorted, and jobs are read
+a page at a time, so they run in bounded memory for a million jobs.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +29,7 @@ from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
     from jobledger.client.connection import Connection
-    from jobledger.store import Store
+    from jobledger.store import Store, StoreEntry
 
 __all__ = ["PRUNE_MIN_AGE", "cache", "remove_unreferenced", "unreferenced_candidates"]
 
@@ -41,15 +44,13 @@ def _cache_info(as_json: bool) -> None:
         partial = conn.store.partial_files()
         partial_size = sum(p.size for p in partial)
         stats = conn.store.stats()
-        referenced = conn.registry.referenced_digests()
-        stored = set(conn.store.digests())
         body = {
             "store": str(conn.store.path),
             "registry": str(conn.registry.path),
             "count": stats.count,
             "size": stats.size,
             "jobs": conn.registry.count(),
-            "unreferenced": len(stored - referenced),
+            "unreferenced": sum(1 for _ in _unreferenced(conn)),
             "partial": len(partial),
             "partial_size": partial_size,
         }
@@ -100,8 +101,8 @@ def cache_repair(as_json: bool) -> None:
 
     with open_connection() as conn:
         report = repair(conn.store)
-        missing = sorted(conn.registry.referenced_digests() - set(conn.store.digests()))
-        owners = _owners(conn) if missing else {}
+        missing = list(_missing(conn))
+        owners = conn.registry.digest_owners(missing) if missing else {}
         lost_for_good = sorted(
             {
                 name
@@ -140,21 +141,26 @@ def cache_repair(as_json: bool) -> None:
         click.echo("lost for good (the service deleted its copy): " + ", ".join(lost_for_good))
 
 
-def _owners(conn: Connection) -> dict[str, list[tuple[str, str, JobStatus]]]:
-    """Every digest the registry refers to: ``[(job name, part, status)]``."""
-    owners: dict[str, list[tuple[str, str, JobStatus]]] = {}
-    rows = conn.registry.read(
-        "SELECT pk, job_id, status, batch_sha256, result_sha256, extras FROM jobs"
-    )
-    for row in rows:
-        name = row["job_id"] or f"<pending #{row['pk']}>"
-        status = JobStatus(row["status"])
-        parts = [("batch", row["batch_sha256"]), ("result", row["result_sha256"])]
-        parts += [(key, digest) for key, digest in json.loads(row["extras"] or "{}").items()]
-        for part, digest in parts:
-            if digest:
-                owners.setdefault(digest, []).append((name, part, status))
-    return owners
+def _unreferenced(conn: Connection) -> Iterator[StoreEntry]:
+    """The stored blobs no recorded job refers to: both sorted lists walked side by side."""
+    references = conn.registry.referenced_digests_sorted()
+    reference = next(references, None)
+    for entry in conn.store.entries():
+        while reference is not None and reference < entry.sha256:
+            reference = next(references, None)
+        if reference != entry.sha256:
+            yield entry
+
+
+def _missing(conn: Connection) -> Iterator[str]:
+    """The digests recorded jobs refer to that the store lacks, in sorted order."""
+    stored = conn.store.digests()
+    held = next(stored, None)
+    for digest in conn.registry.referenced_digests_sorted():
+        while held is not None and held < digest:
+            held = next(stored, None)
+        if held != digest:
+            yield digest
 
 
 @cache.command("verify")
@@ -166,10 +172,10 @@ def cache_verify(as_json: bool) -> None:
     again on the next read); those of jobs whose service files were deleted are kept.
     """
     with open_connection() as conn:
-        checked = sum(1 for _ in conn.store.digests())
+        checked = conn.store.stats().count
         with spinning(lambda: f"verifying {checked} blobs"):
             bad = conn.store.verify()
-        owners = _owners(conn) if bad else {}
+        owners = conn.registry.digest_owners(bad) if bad else {}
         corrupt: list[dict[str, Any]] = []
         for digest in bad:
             refs = owners.get(digest, [])
@@ -207,30 +213,40 @@ def cache_verify(as_json: bool) -> None:
 
 def _old_results(conn: Connection, days: float) -> tuple[set[str], list[str]]:
     """Result digests of done jobs that ended more than *days* ago and whose result
-    the service confirms it still has; returns ``(digests, job ids)``."""
+    the service confirms it still has; returns ``(digests, job ids)``.
+
+    A digest shared with anything else (a batch, a cached extra, a job of another
+    service or not done) stays: the registry picks the candidates in one sorted pass,
+    and the service is asked about a page of them at a time.
+    """
     cutoff = datetime.now(UTC) - timedelta(days=days)
     service = conn.service_id
-    candidates = [
-        r
-        for r in conn.registry.query(limit=None, statuses=[JobStatus.DONE], service=service)
-        if r.job_id and r.result and r.ended_at and r.ended_at < cutoff
-    ]
-    if not candidates:
-        return set(), []
-    wanted = [r.job_id for r in candidates if r.job_id]
-    found = conn.call(lambda p: p.statuses(wanted)).found
-    conn.registry.apply_infos(service, found)
-    confirmed = {i.id for i in found if i.status is JobStatus.DONE}
-    chosen = [r for r in candidates if r.job_id in confirmed]
-    digests = {r.result.sha256 for r in chosen if r.result}
-    # A digest shared with anything else (a batch, a job the service deleted) stays.
-    for digest, refs in _owners(conn).items():
-        if digest in digests and any(
-            part != "result" or name not in confirmed for name, part, _ in refs
-        ):
-            digests.discard(digest)
-    ids = [r.job_id for r in chosen if r.result and r.result.sha256 in digests and r.job_id]
-    return {d for d in digests if conn.store.has(d)}, ids
+    digests: set[str] = set()
+    ids: list[str] = []
+    page: list[tuple[str, tuple[str, ...]]] = []
+
+    def confirm() -> None:
+        stored = conn.store.stored_among(digest for digest, _ in page)
+        held = [(digest, jobs) for digest, jobs in page if digest in stored]
+        wanted = [job_id for _, jobs in held for job_id in jobs]
+        if not wanted:
+            return
+        found = conn.call(lambda p: p.statuses(wanted)).found
+        conn.registry.apply_infos(service, found)
+        confirmed = {i.id for i in found if i.status is JobStatus.DONE}
+        for digest, jobs in held:
+            if all(job_id in confirmed for job_id in jobs):
+                digests.add(digest)
+                ids.extend(jobs)
+
+    for candidate in conn.registry.prunable_results(service, cutoff):
+        page.append(candidate)
+        if sum(len(jobs) for _, jobs in page) >= 1000:
+            confirm()
+            page = []
+    if page:
+        confirm()
+    return digests, ids
 
 
 def _blob_size(store: Store, digest: str) -> int:
@@ -246,13 +262,10 @@ def _blob_size(store: Store, digest: str) -> int:
 def unreferenced_candidates(conn: Connection, *, min_age: float) -> tuple[set[str], int]:
     """Blobs no job refers to, stored more than *min_age* seconds ago; returns
     ``(digests, how many unreferenced blobs are younger and kept)``."""
-    referenced = conn.registry.referenced_digests()
     cutoff = time.time() - min_age
     old: set[str] = set()
     young = 0
-    for entry in conn.store.entries():
-        if entry.sha256 in referenced:
-            continue
+    for entry in _unreferenced(conn):
         if entry.stored_at < cutoff:
             old.add(entry.sha256)
         else:
@@ -264,27 +277,14 @@ def remove_unreferenced(conn: Connection, digests: set[str], *, min_age: float) 
     """Remove those of *digests* that are still unreferenced and older than *min_age*
     seconds when their turn comes; return the removed ones, sorted.
 
-    Each blob is checked again while the store is locked: a submission that stored it
-    meanwhile made it young again, one that recorded its job made it referenced.
+    Each page of blobs is checked again while the store is locked: a submission that
+    stored one meanwhile made it young again, one that recorded its job made it
+    referenced (one pass over the registry per page, not one per blob).
     """
     cutoff = time.time() - min_age
-    return [
-        digest
-        for digest in sorted(digests)
-        if conn.store.delete_if(digest, stored_before=cutoff, unused=_unreferenced_in(conn))
-    ]
-
-
-def _unreferenced_in(conn: Connection) -> Callable[[str], bool]:
-    def unused(digest: str) -> bool:
-        rows = conn.registry.read(
-            "SELECT 1 FROM jobs WHERE batch_sha256 = ? OR result_sha256 = ? "
-            "OR instr(extras, ?) > 0 LIMIT 1",
-            (digest, digest, digest),
-        )
-        return not rows
-
-    return unused
+    return conn.store.delete_unused(
+        digests, stored_before=cutoff, used=conn.registry.referenced_among
+    )
 
 
 @cache.command("prune")

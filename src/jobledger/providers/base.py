@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from jobledger.status import JobStatus
 
 __all__ = [
+    "ChangeFeed",
+    "ChangePage",
     "Download",
     "Event",
     "JobQuery",
@@ -117,6 +119,18 @@ class JobQuery:
     session_id: str | None = None
     descending: bool = True
     page_size: int = 1000
+    #: only jobs changed after this token of the service (``""``: every job), oldest
+    #: change first; a provider whose service has no such tokens ignores it
+    updated_after: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """One page of the jobs that changed on the service, and the token that covers them:
+    once these jobs are recorded, the changes after :attr:`through` are what is left."""
+
+    jobs: list[RemoteJob]
+    through: str
 
 
 @dataclass(frozen=True)
@@ -213,4 +227,17 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A provider whose service lists the jobs changed after a token (protocol v1's
+    ``updated_after``), so that keeping up with it costs what changed, not what exists.
+    Providers without it are listed in full."""
+
+    def changes(self, after: str, *, page_size: int = 1000) -> Iterator[ChangePage] | None:
+        """The jobs changed after the token *after* (``""``: every job), oldest change
+        first, page by page; ``None`` when this service cannot list changes (then list
+        every job). A token the service no longer accepts starts again from ``""``."""
         ...

@@ -35,6 +35,7 @@ from jobledger.errors import (
     ServiceError,
 )
 from jobledger.providers.base import (
+    ChangePage,
     Download,
     Event,
     JobQuery,
@@ -91,6 +92,9 @@ class HTTPProvider:
         self._verify = verify
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        # Whether the service lists changes (updated_after): unknown until first asked;
+        # an older protocol-v1 service refuses the parameter, and is then not asked again.
+        self._lists_changes: bool | None = None
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -250,6 +254,12 @@ class HTTPProvider:
             params["created_before"] = query.created_before.isoformat()
         if query.session_id:
             params["session_id"] = query.session_id
+        if query.updated_after is not None and self._lists_changes is not False:
+            pages = self.changes(query.updated_after, page_size=query.page_size)
+            if pages is not None:
+                for change in pages:
+                    yield from change.jobs
+                return
         while True:
             page = self._json("GET", "/v1/jobs", params=params)
             for item in page["jobs"]:
@@ -258,6 +268,54 @@ class HTTPProvider:
             if not cursor:
                 return
             params["cursor"] = cursor
+
+    def changes(self, after: str, *, page_size: int = 1000) -> Iterator[ChangePage] | None:
+        """``GET /v1/jobs?updated_after=``: the jobs changed after the token *after*,
+        page by page, each page with its ``updated_through`` token.
+
+        The first page is asked for at once, so that a service that cannot list changes
+        is known before anything is recorded: one that refuses the parameter (``400``
+        or ``422``, as services before it did for unknown parameters) or ignores it (no
+        ``updated_through`` in its answer) gives ``None``, and this provider does not ask
+        it again. A token the service calls stale (``409 stale_cursor``: another user's, or from
+        before its data was restored) starts again from ``""``.
+        """
+        if self._lists_changes is False:
+            return None
+        params: dict[str, Any] = {"updated_after": after, "limit": page_size}
+        try:
+            try:
+                first = self._json("GET", "/v1/jobs", params=params)
+            except ServiceError as exc:
+                if exc.code != "stale_cursor" or not after:
+                    raise
+                params["updated_after"] = ""
+                first = self._json("GET", "/v1/jobs", params=params)
+        except ServiceError as exc:
+            if isinstance(exc, AuthenticationError) or exc.status_code not in (400, 422):
+                raise
+            self._lists_changes = False
+            return None
+        if not isinstance(first, dict) or not isinstance(first.get("updated_through"), str):
+            self._lists_changes = False
+            return None
+        self._lists_changes = True
+        return self._change_pages(first, params)
+
+    def _change_pages(self, page: dict[str, Any], params: dict[str, Any]) -> Iterator[ChangePage]:
+        while True:
+            through = page.get("updated_through")
+            if not isinstance(through, str):
+                raise ServiceError(
+                    f"the service at {self.shown_url} stopped saying updated_through while "
+                    "listing changes; run sync again"
+                )
+            yield ChangePage([job_from_wire(item) for item in page["jobs"]], through)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+            page = self._json("GET", "/v1/jobs", params=params)
 
     def statuses(self, ids: Sequence[str]) -> StatusBatch:
         """``POST /v1/jobs/status`` in chunks of 1,000 ids."""

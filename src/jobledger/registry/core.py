@@ -12,16 +12,17 @@ schema is documented in ``docs/registry.md``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import RegistryError
 from jobledger.registry import writes
-from jobledger.registry.file import RegistryFile
+from jobledger.registry.file import RegistryFile, damaged
 from jobledger.registry.records import (
     BlobRef,
     JobRecord,
@@ -459,6 +460,170 @@ class Registry(RegistryFile):
                 # Skip the surrogates, which UTF-8 cannot encode.
                 return prefix[:end] + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
         return None
+
+    # -- paging and sync marks ---------------------------------------------------
+    # Keyset paging on the row key: each page costs the same however far in it is,
+    # and no call holds more than one page of the registry in memory.
+
+    def jobs_page(
+        self,
+        *,
+        after_pk: int = 0,
+        limit: int = 1000,
+        service: str | None = None,
+        statuses: Sequence[JobStatus] | None = None,
+        pending_submission: bool | None = None,
+    ) -> list[JobRecord]:
+        """Up to *limit* jobs with row keys above *after_pk*, in row-key order; pass
+        the last one's ``pk`` back for the next page."""
+        where = ["pk > ?"]
+        params: list[Any] = [after_pk]
+        if service is not None:
+            where.append("+service = ?")
+            params.append(service)
+        if statuses:
+            # The unary + keeps SQLite on the row-key order instead of the status index,
+            # which would sort every matching row for each page.
+            where.append(f"+status IN ({','.join('?' * len(statuses))})")
+            params.extend(s.value for s in statuses)
+        if pending_submission is not None:
+            where.append("submit_state " + ("=" if pending_submission else "!=") + " 'pending'")
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY pk LIMIT ?"
+        return [record_from_row(r) for r in self.read(sql, [*params, limit])]
+
+    def pending_count(self, service: str) -> int:
+        """How many submissions to *service* still wait for the service's answer."""
+        rows = self.read(
+            "SELECT count(*) FROM jobs WHERE submit_state = 'pending' AND service = ?", (service,)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def done_results_page(
+        self, service: str, *, after_pk: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str | None]]:
+        """``(pk, result digest or None)`` of up to *limit* DONE jobs of *service*
+        above row key *after_pk*, in row-key order: what a result download needs to
+        decide, without decoding whole records."""
+        rows = self.read(
+            "SELECT pk, result_sha256 FROM jobs WHERE pk > ? AND +service = ? "
+            "AND +status = 'DONE' AND job_id IS NOT NULL ORDER BY pk LIMIT ?",
+            (after_pk, service, limit),
+        )
+        return [(int(r[0]), r[1]) for r in rows]
+
+    def referenced_digests_sorted(self) -> Iterator[str]:
+        """Every digest the registry refers to (batches, results, cached extras), each
+        once, in sorted order, streamed: SQLite sorts them on disk if need be, so memory
+        stays bounded whatever the registry's size (unlike :meth:`referenced_digests`)."""
+        sql = (
+            "SELECT batch_sha256 FROM jobs WHERE batch_sha256 IS NOT NULL "
+            "UNION SELECT result_sha256 FROM jobs WHERE result_sha256 IS NOT NULL "
+            "UNION SELECT e.value FROM jobs, json_each(CASE WHEN json_valid(jobs.extras) "
+            "THEN jobs.extras ELSE '{}' END) e WHERE jobs.extras IS NOT NULL ORDER BY 1"
+        )
+        for row in self._stream(sql):
+            if isinstance(row[0], str) and row[0]:
+                yield row[0]
+
+    def referenced_among(self, digests: Collection[str]) -> set[str]:
+        """Those of *digests* some job refers to now (batch, result or cached extra), in
+        one pass over the registry whatever their number."""
+        if not digests:
+            return set()
+        wanted = dumps(sorted(set(digests)))
+        among = "IN (SELECT value FROM json_each(?))"
+        rows = self.read(
+            f"SELECT batch_sha256 FROM jobs WHERE batch_sha256 {among} "
+            f"UNION SELECT result_sha256 FROM jobs WHERE result_sha256 {among} "
+            "UNION SELECT e.value FROM jobs, json_each(CASE WHEN json_valid(jobs.extras) "
+            "THEN jobs.extras ELSE '{}' END) e "
+            f"WHERE jobs.extras IS NOT NULL AND e.value {among}",
+            (wanted, wanted, wanted),
+        )
+        return {str(r[0]) for r in rows}
+
+    def digest_owners(
+        self, digests: Collection[str]
+    ) -> dict[str, list[tuple[str, str, JobStatus]]]:
+        """For each of *digests* (a few: damaged or missing blobs), the jobs that refer
+        to it: ``[(job name, part, status)]``. One pass over the registry, holding only
+        the matches."""
+        wanted = set(digests)
+        owners: dict[str, list[tuple[str, str, JobStatus]]] = {}
+        if not wanted:
+            return owners
+        sql = "SELECT pk, job_id, status, batch_sha256, result_sha256, extras FROM jobs"
+        for row in self._stream(sql):
+            parts = [("batch", row[3]), ("result", row[4])]
+            if row[5] and row[5] != "{}":
+                with contextlib.suppress(ValueError):
+                    parts += list(json.loads(row[5]).items())
+            for part, digest in parts:
+                if digest in wanted:
+                    name = row[1] or f"<pending #{row[0]}>"
+                    owners.setdefault(digest, []).append((name, part, JobStatus(row[2])))
+        return owners
+
+    def prunable_results(
+        self, service: str, ended_before: datetime
+    ) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Result digests referred to only as results of jobs of *service* that ended
+        DONE before *ended_before* (never by a batch, a cached extra, or any other
+        job), each with those jobs' ids; sorted by digest and streamed."""
+        sql = (
+            "SELECT d, group_concat(job_id, ' ') FROM ("
+            " SELECT result_sha256 AS d, job_id, (service = ? AND status = 'DONE' AND"
+            " job_id IS NOT NULL AND ended_at IS NOT NULL AND ended_at < ?) AS ok"
+            " FROM jobs WHERE result_sha256 IS NOT NULL"
+            " UNION ALL SELECT batch_sha256, NULL, 0 FROM jobs WHERE batch_sha256 IS NOT NULL"
+            " UNION ALL SELECT e.value, NULL, 0 FROM jobs, json_each(CASE WHEN"
+            " json_valid(jobs.extras) THEN jobs.extras ELSE '{}' END) e"
+            " WHERE jobs.extras IS NOT NULL"
+            ") GROUP BY d HAVING min(ok) = 1 ORDER BY d"
+        )
+        for row in self._stream(sql, (service, to_iso(ended_before))):
+            yield str(row[0]), tuple(str(row[1] or "").split())
+
+    def sync_cursor(self, service: str) -> str | None:
+        """The change token up to which jobs of *service* are recorded (``None``: none
+        yet), kept in ``meta`` as ``sync_cursor:<service id>``."""
+        rows = self.read("SELECT value FROM meta WHERE key = ?", (f"sync_cursor:{service}",))
+        return str(rows[0][0]) if rows else None
+
+    def set_sync_cursor(self, service: str, token: str) -> None:
+        """Remember that every change of *service* up to *token* is recorded; called
+        only after those changes were committed, so a crash never skips one."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (f"sync_cursor:{service}", token),
+            )
+
+        self.write(work)
+
+    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[sqlite3.Row]:
+        """Rows of a long read, fetched a thousand at a time on a read-only connection
+        of its own (a snapshot: the caller may write on its connection meanwhile)."""
+        if not self.path.exists():
+            return
+        self._conn()  # checks the schema (and migrates) first, as every read does
+        conn = self._open_readonly()
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            try:
+                cursor = conn.execute(sql, params)
+                while rows := cursor.fetchmany(1000):
+                    yield from rows
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return
+                raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                raise damaged(self.path, exc) from exc
+        finally:
+            conn.close()
 
 
 # -- audit reads ------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from jobledger.service.executors import DaskExecutor, Executor, JobExecutor
 from jobledger.service.limits import JobLimits, Limit
 from jobledger.service.openapi import openapi_document
 from jobledger.service.plugin import Backend, load_backends, unavailable_reason
-from jobledger.service.store import JobRecord, JobStore, now_iso
+from jobledger.service.store import JobFilter, JobRecord, JobStore, now_iso
 from jobledger.status import JobStatus
 
 __all__ = ["DEFAULT_MAX_BODY", "Service", "create_app"]
@@ -223,33 +223,27 @@ def _handlers(svc: Service) -> list[Route]:
         ]
         return JSONResponse({"backends": listed})
 
-    async def submit(request: Request) -> Response:
-        user = svc.user(request)
-        key = request.headers.get("idempotency-key")
-        if key is not None and not _IDEMPOTENCY_KEY.match(key):
-            raise wire.invalid("Idempotency-Key must be 1-200 printable ASCII characters")
-        if key is not None:
-            earlier = await run_in_threadpool(svc.store.idempotent_job, user, key)
-            found = None if earlier is None else await run_in_threadpool(svc.store.get, earlier)
-            if found is not None:
-                return JSONResponse(wire.job_info(found), 200)
-            # A key another user sent means a client is re-sending a submission with
-            # the wrong credentials: creating a second job under them would duplicate it.
-            owner = await run_in_threadpool(svc.store.key_owner, key)
-            if owner is not None and owner != user:
-                raise wire.ApiError(
-                    409,
-                    "idempotency_key_in_use",
-                    "this Idempotency-Key was sent by another user; send it again with the "
-                    "token that first sent it",
-                )
-        spooled = await svc.spool(request)
-        try:
-            parsed, batch = await run_in_threadpool(
-                bodies.read_submit, spooled, svc.backends, svc.blobs
+    def earlier_submission(user: str, key: str) -> JobRecord | None:
+        job_id = svc.store.idempotent_job(user, key)
+        found = None if job_id is None else svc.store.get(job_id)
+        if found is not None:
+            return found
+        # A key another user sent means a client is re-sending a submission with
+        # the wrong credentials: creating a second job under them would duplicate it.
+        owner = svc.store.key_owner(key)
+        if owner is not None and owner != user:
+            raise wire.ApiError(
+                409,
+                "idempotency_key_in_use",
+                "this Idempotency-Key was sent by another user; send it again with the "
+                "token that first sent it",
             )
-        finally:
-            spooled.close()
+        return None
+
+    def accept(spooled: IO[bytes], user: str, key: str | None) -> tuple[JobRecord, bool]:
+        # One trip to the thread pool for the batch (written and fsynced) and the row
+        # (committed durably): the answer leaves only once both are on disk.
+        parsed, batch, inline = bodies.read_submit(spooled, svc.backends, svc.blobs)
         record = JobRecord(
             seq=0,
             id=new_job_id(),
@@ -269,7 +263,23 @@ def _handlers(svc: Service) -> list[Route]:
             usage_seconds=None,
             metrics={},
         )
-        job, created = await run_in_threadpool(svc.store.insert, record, key)
+        return svc.store.insert(record, key, inline)
+
+    async def submit(request: Request) -> Response:
+        user = svc.user(request)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not _IDEMPOTENCY_KEY.match(key):
+            raise wire.invalid("Idempotency-Key must be 1-200 printable ASCII characters")
+        if key is not None:
+            # Looked up before the body is read: a known key answers whatever the body.
+            earlier = await run_in_threadpool(earlier_submission, user, key)
+            if earlier is not None:
+                return JSONResponse(wire.job_info(earlier), 200)
+        spooled = await svc.spool(request)
+        try:
+            job, created = await run_in_threadpool(accept, spooled, user, key)
+        finally:
+            spooled.close()
         if created:
             svc.executor.wake()
         return JSONResponse(wire.job_info(job), 201 if created else 200)
@@ -286,6 +296,10 @@ def _handlers(svc: Service) -> list[Route]:
             raise wire.invalid("order must be 'asc' or 'desc'")
         limit = int(limit_text)
         after = wire.decode_cursor(query.get("cursor"))
+        token = query.get("updated_after")
+        if token is not None:
+            # Changes come oldest first whatever the order: a page's token covers them all.
+            return await list_changes(user, flt, limit, token, after)
         page = await run_in_threadpool(
             lambda: svc.store.list_jobs(
                 user, flt, limit=limit + 1, after_seq=after, descending=order == "desc"
@@ -294,6 +308,33 @@ def _handlers(svc: Service) -> list[Route]:
         next_cursor = wire.encode_cursor(page[limit - 1].seq) if len(page) > limit else None
         return JSONResponse(
             {"jobs": [wire.job_info(j) for j in page[:limit]], "next_cursor": next_cursor}
+        )
+
+    async def list_changes(
+        user: str, flt: JobFilter, limit: int, token: str, after: int | None
+    ) -> Response:
+        # Pages go by change number: a job changed while the client pages gets a number
+        # above every one listed so far, so it comes again on a later page.
+        def read() -> tuple[str, int, list[JobRecord]]:
+            tag = wire.change_tag(svc.db.service_id(), user)
+            start = wire.decode_change_token(token, tag, svc.db.change_seq())
+            lower = max(start, after or 0)
+            page = svc.store.list_jobs(
+                user, flt, limit=limit + 1, after_seq=None, descending=False, changed_after=lower
+            )
+            return tag, lower, page
+
+        tag, lower, page = await run_in_threadpool(read)
+        shown = page[:limit]
+        through = max([lower, *(j.changed for j in shown)])
+        return JSONResponse(
+            {
+                "jobs": [wire.job_info(j) for j in shown],
+                "next_cursor": wire.encode_cursor(shown[-1].changed)
+                if len(page) > limit
+                else None,
+                "updated_through": wire.encode_change_token(through, tag),
+            }
         )
 
     async def jobs(request: Request) -> Response:
@@ -326,20 +367,31 @@ def _handlers(svc: Service) -> list[Route]:
                 f"job {job.id} has no {what}: it is "
                 f"{job.status.value}" + ("" if job.status.is_final else "; wait until it is DONE"),
             )
+        headers = {"X-Content-SHA256": blob.sha256}
         path = svc.blobs.path(blob.sha256)
-        if not path.exists():
-            raise ApiError(410, "deleted", f"the {what} of job {job.id} is gone from the service")
-        return FileResponse(
-            path, media_type=blob.media_type, headers={"X-Content-SHA256": blob.sha256}
-        )
+        try:
+            whole = path.stat().st_size == blob.size
+        except OSError:
+            whole = False
+        if not whole:
+            # A small batch's file that a power failure cut short: the database has its
+            # bytes (an echo's result is the same bytes, so the same digest).
+            inline = svc.store.inline_blob(blob.sha256)
+            if inline is None:
+                raise ApiError(
+                    410, "deleted", f"the {what} of job {job.id} is gone from the service"
+                )
+            return Response(inline, media_type=blob.media_type, headers=headers)
+        return FileResponse(path, media_type=blob.media_type, headers=headers)
 
     async def batch(request: Request) -> Response:
         job = await run_in_threadpool(svc.job, request)
-        return payload(job.batch, job, "batch")
+        return await run_in_threadpool(payload, job.batch, job, "batch")
 
     async def result(request: Request) -> Response:
         job = await run_in_threadpool(svc.job, request)
-        return payload(job.result if job.status is JobStatus.DONE else None, job, "result")
+        shown = job.result if job.status is JobStatus.DONE else None
+        return await run_in_threadpool(payload, shown, job, "result")
 
     async def events(request: Request) -> Response:
         job = await run_in_threadpool(svc.job, request)
@@ -407,6 +459,7 @@ def _handlers(svc: Service) -> list[Route]:
                 for blob in (job.batch, job.result):
                     if blob is not None and not svc.store.blob_in_use(blob.sha256, job.id):
                         svc.blobs.delete(blob.sha256)
+                        svc.store.forget_inline(blob.sha256)
             return deleted
 
         deleted = await run_in_threadpool(delete)
@@ -446,6 +499,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc.store.recover()
+        svc.store.restore_batches(svc.blobs)
         svc.broker.bind(asyncio.get_running_loop())
         svc.executor.start()
         if on_ready is not None:

@@ -1,10 +1,15 @@
 """The service's content-addressed blob folder: ``<data>/blobs/ab/<sha256>``.
 
 Batches and results are stored once per digest. Every blob is written to a temporary
-file in the same file system, hashed on the way, flushed with ``fsync`` and then
-renamed into place with :func:`os.replace`, so a reader never sees half a blob and a
-crash leaves at most a stray temporary file. A :class:`BlobWriter` streams bytes in,
-so a 1 GiB result never sits whole in memory; worker processes use it directly.
+file in the same file system, hashed on the way, flushed with ``fsync``, renamed into
+place with :func:`os.replace` and its folder flushed too, so a reader never sees half a
+blob, a crash leaves at most a stray temporary file, and a blob that was committed is
+still there after a power failure (the job row that refers to it is written after).
+Small batches are the exception: their bytes go into the database with their job, in
+the one durable commit of the submission, and their file is written without ``fsync``
+(:meth:`BlobWriter.commit` with ``durable=False``); see :mod:`jobledger.service.store`.
+A :class:`BlobWriter` streams bytes in, so a 1 GiB result never sits whole in memory;
+worker processes use it directly.
 """
 
 from __future__ import annotations
@@ -72,17 +77,28 @@ class BlobWriter:
         """Always true: this is a write-only stream."""
         return True
 
-    def commit(self) -> BlobInfo:
-        """Flush, fsync and rename the file into place; return its :class:`BlobInfo`."""
+    def commit(self, *, durable: bool = True) -> BlobInfo:
+        """Flush, fsync and rename the file into place; return its :class:`BlobInfo`.
+
+        :param durable: with ``False`` nothing is forced to disk (no ``fsync``): for a
+            blob whose bytes are kept durably elsewhere (a small batch, in the
+            database), from where they can be written again after a power failure.
+        """
         if self.info is not None:
             return self.info
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if durable:
+            os.fsync(self._file.fileno())
         self._file.close()
         digest = self._hash.hexdigest()
         final = BlobStore(self._root).path(digest)
+        new_folder = not final.parent.is_dir()
         final.parent.mkdir(parents=True, exist_ok=True)
+        if new_folder and durable:
+            _sync_folder(self._root)
         os.replace(self._tmp, final)
+        if durable:
+            _sync_folder(final.parent)
         self.info = BlobInfo(digest, self._size, self.media_type)
         return self.info
 
@@ -112,6 +128,15 @@ class BlobWriter:
             self.discard()
 
 
+def _sync_folder(folder: Path) -> None:
+    """Flush *folder*'s entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class BlobStore:
     """The blob folder of one service data directory."""
 
@@ -131,6 +156,14 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         if self.path(digest).exists():
             return BlobInfo(digest, len(data), media_type)
+        with self.writer(media_type) as out:
+            out.write(data)
+        assert out.info is not None
+        return out.info
+
+    def restore(self, data: bytes, media_type: str) -> BlobInfo:
+        """Write *data* again, durably, whatever is at its path now (a copy a power
+        failure cut short is replaced)."""
         with self.writer(media_type) as out:
             out.write(data)
         assert out.info is not None

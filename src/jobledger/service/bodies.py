@@ -29,6 +29,7 @@ from jobledger.service.plugin import Backend
 from jobledger.service.wire import ApiError, SubmitRequest, invalid, parse_submit
 
 __all__ = [
+    "INLINE_MAX",
     "MAX_DEPTH",
     "MAX_ENVELOPE",
     "Base64Sink",
@@ -45,6 +46,8 @@ MAX_ENVELOPE = 16 * 1024 * 1024
 """Largest submit body once ``batch.data`` is taken out (params, tags, ...)."""
 MAX_JSON_CHECK = 16 * 1024 * 1024
 """JSON batches up to this size are parsed at submission; larger ones only scanned."""
+INLINE_MAX = 256 * 1024
+"""Batches up to this size are also kept in the database (see :func:`read_submit`)."""
 
 _CHUNK = 1 << 20
 _IN_OBJECT = re.compile(rb'[\[\]{}:,"]')
@@ -367,12 +370,17 @@ def check_json_file(source: IO[bytes]) -> None:
 
 def read_submit(
     source: IO[bytes], backends: dict[str, Backend], blobs: BlobStore
-) -> tuple[SubmitRequest, BlobInfo]:
+) -> tuple[SubmitRequest, BlobInfo, bytes | None]:
     """Read a ``POST /v1/jobs`` body from *source*; store its batch as a blob.
 
     The batch is decoded from base64 straight into a blob writer, hashed on the
-    way, and committed (one ``fsync``) only once everything else was validated.
+    way, and committed only once everything else was validated. A batch of at most
+    :data:`INLINE_MAX` bytes is returned too, to be kept in the database with its job
+    (one ``fsync`` for both), and its file is not forced to disk; a larger one is
+    (``fsync`` of the file and its folder) before this returns.
 
+    :returns: the request, the batch's :class:`BlobInfo`, and the small batch's bytes
+        (``None`` for a large one).
     :raises ApiError: 422 naming the first problem, 413 for an oversized envelope.
     """
     writer = blobs.writer(codecs.JSON)
@@ -396,11 +404,15 @@ def read_submit(
         if request.media_type == codecs.JSON:
             _check_json_batch(writer)
         writer.media_type = request.media_type
+        inline = None
+        if writer.size <= INLINE_MAX:
+            with writer.read_back() as written:
+                inline = written.read()
         if blobs.path(actual).exists():
-            # Same bytes already stored: skip the second fsync and rename.
+            # Same bytes already stored: skip the second write and rename.
             writer.discard()
-            return request, BlobInfo(actual, writer.size, request.media_type)
-        return request, writer.commit()
+            return request, BlobInfo(actual, writer.size, request.media_type), inline
+        return request, writer.commit(durable=inline is None), inline
     except BaseException:
         writer.discard()
         raise

@@ -6,6 +6,13 @@ write lock among themselves (other processes, such as ``jobledger token create``
 wait through the busy timeout). The schema is created on first open; the ``meta``
 table holds the ``service_id`` made once per data folder. This module imports only
 the standard library, so the embedded-service launcher can use it without Starlette.
+
+Every change of a job a client can see (its creation, status, dates, message, payloads,
+tags, usage; deletion is a status) stamps the row's ``changed`` column with the next
+value of a per-service counter (``meta.change_seq``). Triggers do it inside the very
+transaction that made the change, so change numbers follow commit order exactly (SQLite
+runs one write transaction at a time), whoever wrote the row: the listing of changes
+after a number (``GET /v1/jobs?updated_after=``) misses nothing, even while jobs change.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "Database"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_size INTEGER,
     result_media_type TEXT,
     usage_seconds REAL,
-    metrics TEXT NOT NULL DEFAULT '{}'
+    metrics TEXT NOT NULL DEFAULT '{}',
+    changed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_owner_seq ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
@@ -60,6 +68,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (owner, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_key ON idempotency (key);
+CREATE TABLE IF NOT EXISTS inline_blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -69,6 +78,57 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 );
 """
+
+# Schema 2: the change counter. A data folder of schema 1 gets the column, its rows
+# numbered in insertion order (the counter starts after them), the index and triggers.
+_CHANGE_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS jobs_changed_{name} AFTER {event} ON jobs BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq';
+    UPDATE jobs SET changed = (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'change_seq')
+        WHERE seq = NEW.seq;
+END
+"""
+#: the columns a job info shows: updating any of them is a change (metrics are not)
+CHANGE_COLUMNS = (
+    "backend",
+    "backend_version",
+    "status",
+    "started_at",
+    "ended_at",
+    "message",
+    "tags",
+    "session_id",
+    "params",
+    "batch_sha256",
+    "batch_size",
+    "batch_media_type",
+    "result_sha256",
+    "result_size",
+    "result_media_type",
+    "usage_seconds",
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a data folder of an earlier schema up to :data:`SCHEMA_VERSION` (inside
+    the caller's write transaction); every row is kept."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "changed" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN changed INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE jobs SET changed = seq")
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) "
+        "SELECT 'change_seq', CAST(COALESCE(MAX(changed), 0) AS TEXT) FROM jobs"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner_changed ON jobs (owner, changed)")
+    conn.execute(_CHANGE_TRIGGER.format(name="insert", event="INSERT"))
+    update = f"UPDATE OF {', '.join(CHANGE_COLUMNS)}"
+    conn.execute(_CHANGE_TRIGGER.format(name="update", event=update))
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO "
+        "UPDATE SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )
 
 
 class Database:
@@ -84,10 +144,7 @@ class Database:
             # executescript commits on its own, so it runs outside write().
             self.conn().executescript(_SCHEMA)
         with self.write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            _migrate(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('service_id', ?)",
                 ("S" + secrets.token_hex(12),),
@@ -106,22 +163,39 @@ class Database:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``), committed on success."""
+    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success.
+
+        :param durable: flush the write-ahead log to disk at the commit, so that the
+            change survives a power failure, not only a crash of the process (WAL's
+            ``NORMAL`` sync, used otherwise, may lose the last commits to a power
+            failure). Used for what the service acknowledges: a new submission.
+        """
         with self._write_lock:
             conn = self.conn()
-            conn.execute("BEGIN IMMEDIATE")
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
 
     def service_id(self) -> str:
         """The stable id of this data folder, made when it was first opened."""
         row = self.conn().execute("SELECT value FROM meta WHERE key = 'service_id'").fetchone()
         return str(row["value"])
+
+    def change_seq(self) -> int:
+        """The number of the last change made to any job of this service."""
+        row = self.conn().execute("SELECT value FROM meta WHERE key = 'change_seq'").fetchone()
+        return int(row["value"]) if row else 0
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""

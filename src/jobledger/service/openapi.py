@@ -203,6 +203,13 @@ def _paths() -> dict[str, Any]:
                         {"type": "string", "pattern": "^[0-9]{0,18}$"},
                         "next_cursor of the previous page (empty: the first page)",
                     ),
+                    _query(
+                        "updated_after",
+                        {"type": "string", "pattern": "^([0-9]{1,18}\\.[0-9a-f]{8})?$"},
+                        "only jobs changed after this token (the updated_through of an "
+                        "earlier listing; empty: every job), oldest change first (order "
+                        "does not apply)",
+                    ),
                 ],
                 "responses": {
                     "200": _json(
@@ -211,9 +218,19 @@ def _paths() -> dict[str, Any]:
                             "properties": {
                                 "jobs": {"type": "array", "items": _ref("JobInfo")},
                                 "next_cursor": {"type": ["string", "null"]},
+                                "updated_through": {
+                                    "type": "string",
+                                    "description": "with updated_after: the token to list "
+                                    "the changes after this page",
+                                },
                             },
                         },
                         "a page",
+                    ),
+                    "409": _json(
+                        _ref("Error"),
+                        "stale_cursor: the updated_after token is another user's, another "
+                        "service's, or from a newer state of the data; list from the start",
                     ),
                     **_errors(401, 422),
                 },

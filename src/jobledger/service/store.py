@@ -4,11 +4,22 @@
 and ``events`` tables. Every status change is a conditional ``UPDATE`` (``WHERE
 status = ...``), so a cancel racing with the scheduler or a worker has exactly one
 winner, and every change appends an event that the SSE stream replays. Queue order is
-the insertion order (``seq``); a queued job's position is computed from it.
+the insertion order (``seq``); a queued job's position is computed from it. Each row
+also carries the number of its last change (``changed``, stamped by the database's
+triggers, see :mod:`jobledger.service.db`), by which :meth:`JobStore.list_jobs` lists
+the jobs changed after a given number.
+
+A submission is acknowledged only once it would survive a power failure, at the cost
+of as few ``fsync`` calls as possible: its row is committed with the write-ahead log
+flushed, and a small batch's bytes go into ``inline_blobs`` in that same commit (its
+file in the blob folder is written without ``fsync``). Should a power failure cut such
+a file short, :meth:`JobStore.restore_batches` writes it again from the database
+before any job runs, and downloads are answered from the database meanwhile.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -18,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobledger.service.blobs import BlobInfo
+from jobledger.service.blobs import BlobInfo, BlobStore
 from jobledger.service.db import Database
 from jobledger.status import JobStatus
 
@@ -82,6 +93,7 @@ class JobRecord:
     usage_seconds: float | None
     metrics: dict[str, Any]
     queue_position: int | None = None
+    changed: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, queue_position: int | None = None) -> JobRecord:
@@ -112,6 +124,7 @@ class JobRecord:
             usage_seconds=row["usage_seconds"],
             metrics=_stored_json(row["metrics"], dict),
             queue_position=queue_position,
+            changed=int(row["changed"] or 0),
         )
 
 
@@ -202,9 +215,21 @@ class JobStore:
         return {record.id: record for record in self._records(rows)}
 
     def list_jobs(
-        self, owner: str, flt: JobFilter, *, limit: int, after_seq: int | None, descending: bool
+        self,
+        owner: str,
+        flt: JobFilter,
+        *,
+        limit: int,
+        after_seq: int | None,
+        descending: bool,
+        changed_after: int | None = None,
     ) -> list[JobRecord]:
-        """A page of *owner*'s jobs matching *flt*, after the cursor *after_seq*."""
+        """A page of *owner*'s jobs matching *flt*, after the cursor *after_seq*.
+
+        :param changed_after: list only jobs whose last change is numbered above it,
+            oldest change first (through the ``(owner, changed)`` index); *after_seq*
+            and *descending* are then ignored: the caller pages by change number.
+        """
         where = ["j.owner = ?"]
         args: list[Any] = [owner]
         if flt.statuses:
@@ -230,11 +255,16 @@ class JobStore:
                 "EXISTS (SELECT 1 FROM json_each(j.tags) t WHERE t.value = ?) ELSE 0 END"
             )
             args.append(tag)
-        if after_seq is not None:
-            where.append("j.seq < ?" if descending else "j.seq > ?")
-            args.append(after_seq)
-        order = "DESC" if descending else "ASC"
-        sql = f"SELECT j.* FROM jobs j WHERE {' AND '.join(where)} ORDER BY j.seq {order} LIMIT ?"
+        if changed_after is not None:
+            where.append("j.changed > ?")
+            args.append(changed_after)
+            order = "j.changed ASC"
+        else:
+            if after_seq is not None:
+                where.append("j.seq < ?" if descending else "j.seq > ?")
+                args.append(after_seq)
+            order = "j.seq DESC" if descending else "j.seq ASC"
+        sql = f"SELECT j.* FROM jobs j WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         return self._records(self.db.conn().execute(sql, [*args, limit]))
 
     def events_after(self, job_id: str, seq: int) -> list[Event]:
@@ -299,13 +329,19 @@ class JobStore:
     ) -> None:
         self._event(conn, job_id, "status", {"status": status.value, "message": message, "at": at})
 
-    def insert(self, record: JobRecord, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    def insert(
+        self, record: JobRecord, idempotency_key: str | None, inline: bytes | None = None
+    ) -> tuple[JobRecord, bool]:
         """Insert a new queued job; return ``(job, created)``.
 
         With an idempotency key already used by the same owner, the earlier job is
-        returned and nothing is inserted.
+        returned and nothing is inserted. The new row is on disk (``fsync``) before this
+        returns: the service acknowledges it, so a power failure must not lose it.
+
+        :param inline: the batch's bytes, kept in the database with the row (for a
+            small batch whose file was written without ``fsync``).
         """
-        with self.db.write() as conn:
+        with self.db.write(durable=True) as conn:
             if idempotency_key is not None:
                 earlier = self.idempotent_job(record.owner, idempotency_key)
                 if earlier is not None:
@@ -337,6 +373,11 @@ class JobStore:
                 ),
             )
             self._status_event(conn, record.id, JobStatus.QUEUED, None, record.created_at)
+            if inline is not None and batch is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO inline_blobs (sha256, data) VALUES (?, ?)",
+                    (batch.sha256, inline),
+                )
         created = self.get(record.id)
         assert created is not None
         return created, True
@@ -415,6 +456,43 @@ class JobStore:
                 metrics = _stored_json(row["metrics"], dict) if row else {}
                 metrics[data["name"]] = data["value"]
                 conn.execute("UPDATE jobs SET metrics = ? WHERE id = ?", (_dumps(metrics), job_id))
+
+    def inline_blob(self, digest: str) -> bytes | None:
+        """The bytes of a small batch kept in the database, if any."""
+        row = (
+            self.db.conn()
+            .execute("SELECT data FROM inline_blobs WHERE sha256 = ?", (digest,))
+            .fetchone()
+        )
+        return None if row is None else bytes(row["data"])
+
+    def forget_inline(self, digest: str) -> None:
+        """Drop the database's copy of a batch whose files were deleted."""
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM inline_blobs WHERE sha256 = ?", (digest,))
+
+    def restore_batches(self, blobs: BlobStore) -> list[str]:
+        """At startup, before any job runs: write again, durably, the batch file of each
+        queued job that a power failure cut short or lost (from its copy in the
+        database); return the digests restored."""
+        rows = self.db.conn().execute(
+            "SELECT DISTINCT j.batch_sha256, j.batch_size, j.batch_media_type, b.data "
+            "FROM jobs j JOIN inline_blobs b ON b.sha256 = j.batch_sha256 "
+            "WHERE j.status = 'QUEUED'"
+        )
+        restored = []
+        for row in rows:
+            path = blobs.path(row["batch_sha256"])
+            try:
+                intact = path.stat().st_size == row["batch_size"] and (
+                    hashlib.sha256(path.read_bytes()).hexdigest() == row["batch_sha256"]
+                )
+            except OSError:
+                intact = False
+            if not intact:
+                blobs.restore(bytes(row["data"]), row["batch_media_type"])
+                restored.append(str(row["batch_sha256"]))
+        return restored
 
     def recover(self) -> list[str]:
         """At startup: jobs left RUNNING become ERROR; return their ids."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,9 @@ __all__ = [
     "MAX_IDS",
     "ApiError",
     "SubmitRequest",
+    "change_tag",
+    "decode_change_token",
+    "encode_change_token",
     "job_info",
     "parse_date",
     "parse_ids",
@@ -141,6 +146,7 @@ LIST_PARAMETERS = (
     "limit",
     "order",
     "cursor",
+    "updated_after",
 )
 
 
@@ -194,6 +200,54 @@ def decode_cursor(cursor: str | None) -> int | None:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         pass
     raise invalid(f"invalid cursor {cursor!r}; pass back next_cursor unchanged")
+
+
+_CHANGE_TOKEN = re.compile(r"([0-9]{1,18})\.([0-9a-f]{8})")
+
+
+def change_tag(service_id: str, owner: str) -> str:
+    """What ties a change token to one user of one service (8 hex digits).
+
+    A token names a place in the service's sequence of changes, which every user's
+    changes share; listing from it is complete only for the user it was made for, so
+    another user's token (or another service's) is refused rather than trusted.
+    """
+    return hashlib.sha256(f"{service_id}\n{owner}".encode()).hexdigest()[:8]
+
+
+def encode_change_token(change: int, tag: str) -> str:
+    """The ``updated_after`` token for "every change up to number *change*"."""
+    return f"{change}.{tag}"
+
+
+def decode_change_token(token: str, tag: str, latest: int) -> int:
+    """The change number in an ``updated_after`` token made by :func:`encode_change_token`
+    (``""`` means before the first change: list every job).
+
+    :param latest: the service's last change number; a token beyond it comes from a
+        newer state of the data folder (say, one restored from a backup since).
+    :raises ApiError: 422 for a malformed token; 409 ``stale_cursor`` for a token made
+        for another user or service, or beyond *latest*: the client lists from ``""``.
+    """
+    text = token.strip()
+    if not text:
+        return 0
+    found = _CHANGE_TOKEN.fullmatch(text)
+    if found is None:
+        raise invalid(
+            f"invalid updated_after {token!r}; pass back updated_through unchanged, or "
+            "leave it empty to list every job"
+        )
+    change = int(found.group(1))
+    if found.group(2) != tag or change > latest:
+        raise ApiError(
+            409,
+            "stale_cursor",
+            "this updated_after token was not made for this user of this service, or the "
+            "service's data was restored since; list again from the start (updated_after "
+            "empty)",
+        )
+    return change
 
 
 def _blob(info: Any) -> dict[str, Any] | None:
