@@ -245,9 +245,13 @@ def test_sync_records_jobs_from_the_service(
     run("wait", job_id)
     monkeypatch.setenv("JOBLEDGER_HOME", str(tmp_path / "elsewhere"))
     report = as_json(run("sync", "--fetch-results", "--json"))
-    assert report == {"new": 1, "updated": 0, "resolved": 0, "fetched": 1, "errors": []}
+    assert report == {
+        "new": 1, "updated": 0, "resolved": 0, "fetched": 1, "refused": 0, "listed": 1,
+        "errors": [],
+    }  # fmt: skip
     assert as_json(run("show", job_id, "--json"))["result_stored"] is True
-    assert "0 new" in run("sync").stdout
+    again = run("sync").stdout
+    assert "0 jobs listed" in again and "0 new" in again  # only what changed since
 
 
 def test_paths_json(run: Run, jobledger_home: Path) -> None:

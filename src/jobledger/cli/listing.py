@@ -173,7 +173,7 @@ def ls(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def sync(fetch_results: bool, as_json: bool) -> None:
-    """Bring the registry up to date with the service (one batch status call)."""
+    """Bring the registry up to date with the service (only what changed since last time)."""
     with open_connection() as conn:
         start = time.monotonic()
         with spinning(lambda: f"syncing ({duration(time.monotonic() - start)})"):
@@ -185,13 +185,16 @@ def sync(fetch_results: bool, as_json: bool) -> None:
                     "updated": report.updated,
                     "resolved": report.resolved,
                     "fetched": report.fetched,
+                    "refused": report.refused,
+                    "listed": report.listed,
                     "errors": list(report.errors),
                 }
             )
         else:
             click.echo(
-                f"{report.new} new, {report.updated} updated, {report.resolved} pending "
-                f"submissions resolved, {report.fetched} results downloaded"
+                f"{report.listed} jobs listed by the service: {report.new} new, "
+                f"{report.updated} updated; {report.resolved} pending submissions resolved, "
+                f"{report.fetched} results downloaded"
             )
         for error in report.errors:
             note(f"error: {error}")
