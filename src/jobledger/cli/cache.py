@@ -11,7 +11,6 @@ a submission stores its batch before it records the job that refers to it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -143,17 +142,8 @@ def cache_repair(as_json: bool) -> None:
 def _owners(conn: Connection) -> dict[str, list[tuple[str, str, JobStatus]]]:
     """Every digest the registry refers to: ``[(job name, part, status)]``."""
     owners: dict[str, list[tuple[str, str, JobStatus]]] = {}
-    rows = conn.registry.read(
-        "SELECT pk, job_id, status, batch_sha256, result_sha256, extras FROM jobs"
-    )
-    for row in rows:
-        name = row["job_id"] or f"<pending #{row['pk']}>"
-        status = JobStatus(row["status"])
-        parts = [("batch", row["batch_sha256"]), ("result", row["result_sha256"])]
-        parts += [(key, digest) for key, digest in json.loads(row["extras"] or "{}").items()]
-        for part, digest in parts:
-            if digest:
-                owners.setdefault(digest, []).append((name, part, status))
+    for digest, name, part, status in conn.registry.blob_references():
+        owners.setdefault(digest, []).append((name, part, status))
     return owners
 
 
@@ -277,12 +267,7 @@ def remove_unreferenced(conn: Connection, digests: set[str], *, min_age: float) 
 
 def _unreferenced_in(conn: Connection) -> Callable[[str], bool]:
     def unused(digest: str) -> bool:
-        rows = conn.registry.read(
-            "SELECT 1 FROM jobs WHERE batch_sha256 = ? OR result_sha256 = ? "
-            "OR instr(extras, ?) > 0 LIMIT 1",
-            (digest, digest, digest),
-        )
-        return not rows
+        return not conn.registry.refers_to(digest)
 
     return unused
 

@@ -3,41 +3,62 @@
 :class:`Registry` records submissions and the service's answers and answers queries;
 the file handling (per-thread connections, retried ``BEGIN IMMEDIATE`` writes) is in
 :mod:`jobledger.registry.file`, the schema and migrations in
-:mod:`jobledger.registry.schema`, the record classes and date helpers in
-:mod:`jobledger.registry.records` (re-exported by the package), and the statements shared by
-write transactions in :mod:`jobledger.registry.writes`. Queries use :mod:`sqlite3`
-directly so that the read path (``from jobledger.jobs import X``) stays light. The
-schema is documented in ``docs/registry.md``.
+:mod:`jobledger.registry.schema` and :mod:`jobledger.registry.schema5`, the record
+classes and date helpers in :mod:`jobledger.registry.records` (re-exported by the
+package), the compact stored values in :mod:`jobledger.registry.codec` and
+:mod:`jobledger.registry.keys`, and the statements shared by write transactions in
+:mod:`jobledger.registry.writes`. Queries use :mod:`sqlite3` directly so that the read
+path (``from jobledger.jobs import X``) stays light. A read-only open of a file still
+at schema 4 (nothing migrates it) reads it through the same decoders, with query
+values in the text form. The schema is documented in ``docs/registry.md``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobledger.errors import RegistryError
 from jobledger.registry import writes
+from jobledger.registry.audit_reads import AuditReads, ChainedEvent
+from jobledger.registry.codec import (
+    JOB_COLUMNS,
+    JOB_SELECT,
+    decode_job,
+    digest_text,
+    digest_value,
+    key_value,
+)
 from jobledger.registry.file import RegistryFile
+from jobledger.registry.keys import Keys
 from jobledger.registry.records import (
+    STATUS_CODES,
     BlobRef,
     JobRecord,
     ServiceRecord,
     dumps,
-    now_iso,
+    from_micros,
+    now_micros,
     parse_date,
-    record_from_row,
     to_iso,
+    to_micros,
 )
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:
-    from jobledger.providers.base import RemoteJob
+    from pathlib import Path
 
-__all__ = ["Registry"]
+    from jobledger.providers.base import RemoteJob
+    from jobledger.registry.keys import Resolver
+
+__all__ = ["AuditReads", "ChainedEvent", "Registry"]
+
+T = TypeVar("T")
+_PAGE = 5000
+_NOTHING = object()  # a query value that no row can have (a name never recorded)
 
 
 class Registry(RegistryFile):
@@ -48,17 +69,41 @@ class Registry(RegistryFile):
     migrated, and a missing file reads as an empty registry.
     """
 
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        super().__init__(path, readonly=readonly)
+        self.keys = Keys(self.rows)
+
+    def write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Run *work* in one write transaction (see :meth:`RegistryFile.write`), then
+        cache the keys it resolved, as committed."""
+        try:
+            return super().write(work, durable=durable)
+        finally:
+            self.keys.settle()
+
+    def _write(
+        self, work: Callable[[sqlite3.Connection, Resolver], T], *, durable: bool = False
+    ) -> T:
+        return self.write(lambda conn: work(conn, self.keys.resolver(conn)), durable=durable)
+
+    @property
+    def _legacy(self) -> bool:
+        # A read-only open of a file at schema 4 or older: text values, no key tables.
+        self._conn()
+        return self.version < 5
+
     # -- services ---------------------------------------------------------------
 
     def upsert_service(self, record: ServiceRecord) -> None:
         """Record (or update the URL of) a service."""
-        now = now_iso()
+        now = now_micros()
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO services (id, url, kind, profile, first_seen, last_seen) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET url = excluded.url, "
                 "kind = excluded.kind, profile = coalesce(excluded.profile, profile), "
+                "first_seen = coalesce(first_seen, excluded.first_seen), "
                 "last_seen = excluded.last_seen",
                 (record.id, record.url, record.kind, record.profile, now, now),
             )
@@ -67,14 +112,17 @@ class Registry(RegistryFile):
 
     def service(self, service_id: str) -> ServiceRecord | None:
         """The recorded service with this id."""
-        rows = self.read("SELECT id, url, kind, profile FROM services WHERE id = ?", (service_id,))
+        rows = self.rows(
+            "SELECT id, url, kind, profile FROM services WHERE id = ? AND kind IS NOT NULL",
+            (service_id,),
+        )
         return ServiceRecord(*rows[0]) if rows else None
 
     def services(self) -> list[ServiceRecord]:
         """Every recorded service."""
-        return [
-            ServiceRecord(*r) for r in self.read("SELECT id, url, kind, profile FROM services")
-        ]
+        # Rows without a kind only name the service of jobs nobody described it for.
+        rows = self.rows("SELECT id, url, kind, profile FROM services WHERE kind IS NOT NULL")
+        return [ServiceRecord(*r) for r in rows]
 
     # -- recording --------------------------------------------------------------
 
@@ -88,60 +136,71 @@ class Registry(RegistryFile):
         tags: Sequence[str],
         alias: str | None,
         session_id: str | None,
-        provenance: dict[str, Any],
+        provenance: Mapping[str, Any],
         provenance_digest: str,
         idempotency_key: str,
     ) -> int:
         """Record a job about to be submitted; returns its row key. Committed before
-        any request leaves, so a crash after this line loses nothing."""
-        now = now_iso()
+        any request leaves, so a crash after this line loses nothing.
 
-        def work(conn: sqlite3.Connection) -> int:
+        :param provenance: the environment's record (written once per distinct
+            *provenance_digest*: a record already stored is not encoded again).
+        """
+        now = now_micros()
+        tag_list = list(tags)
+
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> int:
             if alias is not None:
                 writes.check_alias_free(conn, alias, None)
-            conn.execute(
-                "INSERT OR IGNORE INTO provenance (digest, record, first_seen) VALUES (?, ?, ?)",
-                (provenance_digest, dumps(provenance), now),
-            )
+            backend_key = resolve.string(backend)
+            status = STATUS_CODES[JobStatus.INITIALIZING]
             cursor = conn.execute(
                 "INSERT INTO jobs (service, idempotency_key, alias, backend, status, created_at,"
                 " tags, session_id, params, batch_sha256, batch_size, batch_media_type,"
                 " provenance, submit_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    service,
-                    idempotency_key,
+                    resolve.service(service),
+                    key_value(idempotency_key),
                     alias,
-                    backend,
-                    JobStatus.INITIALIZING.value,
+                    backend_key,
+                    status,
                     now,
-                    dumps(list(tags)),
+                    dumps(tag_list),
                     session_id,
                     dumps(params),
-                    batch.sha256,
+                    digest_value(batch.sha256),
                     batch.size,
-                    batch.media_type,
-                    provenance_digest,
+                    resolve.string(batch.media_type),
+                    resolve.provenance(
+                        digest_value(provenance_digest) or provenance_digest,
+                        lambda: dumps(provenance),
+                        now,
+                    ),
                     "pending",
                 ),
             )
             pk = int(cursor.lastrowid or 0)
-            writes.set_tags(conn, pk, (), tags, now)
-            writes.add_event(conn, pk, "submitted", backend, now)
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk, status, backend) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(tag, now, pk, status, backend_key) for tag in set(tag_list)],
+            )
+            writes.add_event(conn, resolve, pk, "submitted", backend, now)
             return pk
 
-        return self.write(work, durable=True)
+        return self._write(work, durable=True)
 
     def acknowledge(self, pk: int, info: RemoteJob) -> JobRecord:
         """Record the service's answer to a submission (its id, dates, status)."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             # created_at stays the client's recording time: job_tags rows carry it too.
             conn.execute(
                 "UPDATE jobs SET job_id = ?, submit_state = 'sent' WHERE pk = ?", (info.id, pk)
             )
-            writes.apply_info(conn, pk, info)
+            writes.apply_info(conn, resolve, pk, info)
 
-        self.write(work)
+        self._write(work)
         return self.get(pk)
 
     def refuse_submission(self, pk: int, reason: str) -> JobRecord:
@@ -149,7 +208,7 @@ class Registry(RegistryFile):
         (status ERROR, ``submit_state`` ``refused``, the reason as its message) and its
         alias is released for a new submission (the event log keeps it)."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             row = conn.execute(
                 "SELECT alias, tags, created_at FROM jobs "
                 "WHERE pk = ? AND submit_state = 'pending'",
@@ -158,21 +217,23 @@ class Registry(RegistryFile):
             if row is None:
                 return
             message = f"refused by the service: {reason}"
+            now = now_micros()
+            error = STATUS_CODES[JobStatus.ERROR]
             conn.execute(
                 "UPDATE jobs SET submit_state = 'refused', status = ?, message = ?, alias = NULL,"
                 " ended_at = ? WHERE pk = ?",
-                (JobStatus.ERROR.value, message, now_iso(), pk),
+                (error, message, now, pk),
             )
             for tag in json.loads(row[1] or "[]"):
                 conn.execute(
                     "UPDATE job_tags SET status = ? "
                     "WHERE tag = ? AND created_at = ? AND job_pk = ?",
-                    (JobStatus.ERROR.value, tag, row[2], pk),
+                    (error, tag, row[2], pk),
                 )
             detail = dumps({"reason": reason, "alias": row[0]})
-            writes.add_event(conn, pk, "refused", detail, now_iso())
+            writes.add_event(conn, resolve, pk, "refused", detail, now)
 
-        self.write(work, durable=True)
+        self._write(work, durable=True)
         return self.get(pk)
 
     def apply_infos(self, service: str, infos: Iterable[RemoteJob]) -> int:
@@ -186,50 +247,51 @@ class Registry(RegistryFile):
         if not items:
             return 0
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> int:
             new = 0
+            service_key = resolve.service(service)
             for info in items:
                 row = conn.execute(
-                    "SELECT pk FROM jobs WHERE job_id = ? AND service = ?", (info.id, service)
+                    "SELECT pk FROM jobs WHERE job_id = ? AND service = ?", (info.id, service_key)
                 ).fetchone()
                 if row is None:
                     if info.backend is None:
                         continue
-                    pk = writes.insert_synced(conn, service, info)
+                    pk = writes.insert_synced(conn, resolve, service, info)
                     new += 1
                 else:
                     pk = row[0]
-                writes.apply_info(conn, pk, info)
+                writes.apply_info(conn, resolve, pk, info)
             return new
 
-        return self.write(work)
+        return self._write(work)
 
     def set_result(self, pk: int, ref: BlobRef, *, downloaded: bool = True) -> None:
         """Record a result's digest (after the bytes were verified and stored)."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             conn.execute(
                 "UPDATE jobs SET result_sha256 = ?, result_size = ?, result_media_type = ? "
                 "WHERE pk = ?",
-                (ref.sha256, ref.size, ref.media_type, pk),
+                (digest_value(ref.sha256), ref.size, resolve.string(ref.media_type), pk),
             )
             if downloaded:
-                writes.add_event(conn, pk, "result-downloaded", ref.sha256, now_iso())
+                writes.add_event(conn, resolve, pk, "result-downloaded", ref.sha256, now_micros())
 
-        self.write(work)
+        self._write(work)
 
     def set_batch(self, pk: int, ref: BlobRef) -> None:
         """Record a batch's digest (for jobs brought in by ``sync``)."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             conn.execute(
                 "UPDATE jobs SET batch_sha256 = ?, batch_size = ?, batch_media_type = ? "
                 "WHERE pk = ?",
-                (ref.sha256, ref.size, ref.media_type, pk),
+                (digest_value(ref.sha256), ref.size, resolve.string(ref.media_type), pk),
             )
-            writes.add_event(conn, pk, "batch-downloaded", ref.sha256, now_iso())
+            writes.add_event(conn, resolve, pk, "batch-downloaded", ref.sha256, now_micros())
 
-        self.write(work)
+        self._write(work)
 
     def set_extra(self, pk: int, key: str, sha256: str) -> None:
         """Record the digest of a cached extra (logs, interim results, metrics)."""
@@ -245,54 +307,72 @@ class Registry(RegistryFile):
     def set_alias(self, pk: int, alias: str | None) -> None:
         """Give the job an alias (``None`` removes it); aliases are unique."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             if alias is not None:
                 writes.check_alias_free(conn, alias, pk)
             conn.execute("UPDATE jobs SET alias = ? WHERE pk = ?", (alias, pk))
-            writes.add_event(conn, pk, "alias", alias or "", now_iso())
+            writes.add_event(conn, resolve, pk, "alias", alias or "", now_micros())
 
-        self.write(work, durable=True)
+        self._write(work, durable=True)
 
     def set_tags(self, pk: int, tags: Sequence[str]) -> None:
         """Replace the job's tags."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             row = conn.execute("SELECT tags, created_at FROM jobs WHERE pk = ?", (pk,)).fetchone()
             old = json.loads(row[0] or "[]")
             conn.execute("UPDATE jobs SET tags = ? WHERE pk = ?", (dumps(list(tags)), pk))
             writes.set_tags(conn, pk, old, tags, row[1])
-            writes.add_event(conn, pk, "tags", dumps(list(tags)), now_iso())
+            writes.add_event(conn, resolve, pk, "tags", dumps(list(tags)), now_micros())
 
-        self.write(work, durable=True)
+        self._write(work, durable=True)
 
     def add_event(self, pk: int, kind: str, detail: str = "") -> None:
         """Append an event to the job's log."""
-        self.write(lambda conn: writes.add_event(conn, pk, kind, detail, now_iso()))
+        self._write(
+            lambda conn, resolve: writes.add_event(conn, resolve, pk, kind, detail, now_micros())
+        )
 
     # -- reading ----------------------------------------------------------------
 
+    def job_columns(self) -> str:
+        """The select list of ``jobs`` rows for :func:`~jobledger.registry.codec.decode_job`."""
+        if not self._legacy:
+            return JOB_SELECT
+        # An older file read as it is: a column it does not have yet reads as NULL.
+        present = {r[1] for r in self.rows("PRAGMA table_info(jobs)")}
+        return ", ".join(f"jobs.{c}" if c in present else f"NULL AS {c}" for c in JOB_COLUMNS)
+
+    def _jobs(self, sql: str, params: Sequence[Any] = ()) -> list[JobRecord]:
+        """Decode the rows of ``SELECT {select} FROM ...`` (*sql* holds ``{select}``)."""
+        keys = self.keys
+        rows = self.rows(sql.format(select=self.job_columns()), params)
+        return [decode_job(r, keys) for r in rows]
+
     def get(self, pk: int) -> JobRecord:
         """The job with row key *pk*."""
-        rows = self.read("SELECT * FROM jobs WHERE pk = ?", (pk,))
-        if not rows:
+        found = self._jobs("SELECT {select} FROM jobs WHERE pk = ?", (pk,))
+        if not found:
             raise RegistryError(f"no job #{pk} in the registry {self.path}")
-        return record_from_row(rows[0])
+        return found[0]
 
     def find(self, name: str, service: str | None = None) -> list[JobRecord]:
         """Jobs whose id or alias is *name* (several when an id exists on two services)."""
-        sql = "SELECT * FROM jobs WHERE job_id = ?"
+        sql = "SELECT {select} FROM jobs WHERE job_id = ?"
         params: list[Any] = [name]
         if service is not None:
+            key = self._service_value(service)
+            if key is _NOTHING:
+                return self._jobs("SELECT {select} FROM jobs WHERE alias = ?", (name,))
             sql += " AND service = ?"
-            params.append(service)
-        rows = self.read(sql, params)
-        if not rows:
-            rows = self.read("SELECT * FROM jobs WHERE alias = ?", (name,))
-        return [record_from_row(r) for r in rows]
+            params.append(key)
+        return self._jobs(sql, params) or self._jobs(
+            "SELECT {select} FROM jobs WHERE alias = ?", (name,)
+        )
 
     def names(self) -> list[str]:
         """Every job id and alias, sorted."""
-        rows = self.read(
+        rows = self.rows(
             "SELECT job_id FROM jobs WHERE job_id IS NOT NULL "
             "UNION SELECT alias FROM jobs WHERE alias IS NOT NULL"
         )
@@ -301,18 +381,38 @@ class Registry(RegistryFile):
     def near_names(self, name: str, limit: int = 2000) -> list[str]:
         """Candidate names for suggestions: aliases, and ids sharing a prefix."""
         prefix = name[:6]
-        rows = self.read(
+        rows = self.rows(
             "SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ? LIMIT ?",
             (prefix, prefix + "\uffff", limit),
         )
-        rows += self.read("SELECT alias FROM jobs WHERE alias IS NOT NULL LIMIT ?", (limit,))
+        rows += self.rows("SELECT alias FROM jobs WHERE alias IS NOT NULL LIMIT ?", (limit,))
         if len(rows) < 50:
-            rows += self.read(
+            rows += self.rows(
                 "SELECT job_id FROM jobs WHERE job_id IS NOT NULL ORDER BY created_at DESC "
                 "LIMIT ?",
                 (limit,),
             )
         return [r[0] for r in rows]
+
+    # Query values in the file's form: keys and microseconds, or schema 4's text.
+
+    def _date_value(self, value: datetime) -> Any:
+        return to_iso(value) if self._legacy else to_micros(value)
+
+    def _status_value(self, status: JobStatus) -> Any:
+        return status.value if self._legacy else STATUS_CODES[status]
+
+    def _string_value(self, name: str) -> Any:
+        if self._legacy:
+            return name
+        key = self.keys.string_key(name)
+        return _NOTHING if key is None else key
+
+    def _service_value(self, service_id: str) -> Any:
+        if self._legacy:
+            return service_id
+        key = self.keys.service_key(service_id)
+        return _NOTHING if key is None else key
 
     def query(
         self,
@@ -329,11 +429,25 @@ class Registry(RegistryFile):
         descending: bool = True,
         pending_submission: bool | None = None,
     ) -> list[JobRecord]:
-        """Filter the registry; every filter uses an index."""
+        """Filter the registry; every filter uses an index.
+
+        The page is found first from the index alone (``skip`` steps over index entries,
+        not over decoded rows), then only its rows are read.
+        """
         where: list[str] = []
         params: list[Any] = []
         source = "jobs"
         order_col = "jobs.created_at"
+        backend_value = service_value = None
+        if backend is not None:
+            backend_value = self._string_value(backend)
+        if service is not None:
+            service_value = self._service_value(service)
+        if _NOTHING in (backend_value, service_value):
+            return []
+        # Since schema 5 the tag index rows carry the job's status and backend, so that
+        # filters on them are checked inside the tag's index walk.
+        tag_columns = not self._legacy
         if tags:
             # Walk the first tag's (tag, created_at) index in order; check the others.
             source = "job_tags t JOIN jobs ON jobs.pk = t.job_pk"
@@ -347,142 +461,109 @@ class Registry(RegistryFile):
                 )
                 params.append(tag)
         if backend is not None:
-            where.append("jobs.backend = ?")
-            params.append(backend)
+            where.append("t.backend = ?" if tags and tag_columns else "jobs.backend = ?")
+            params.append(backend_value)
         if statuses:
-            status_col = "t.status" if tags else "jobs.status"
+            in_tags = tags and (tag_columns or self.version >= 3)
+            status_col = "t.status" if in_tags else "jobs.status"
             where.append(f"{status_col} IN ({','.join('?' * len(statuses))})")
-            params.extend(s.value for s in statuses)
+            params.extend(self._status_value(s) for s in statuses)
         if created_after is not None:
             where.append(f"{order_col} > ?")
-            params.append(to_iso(created_after))
+            params.append(self._date_value(created_after))
         if created_before is not None:
             where.append(f"{order_col} < ?")
-            params.append(to_iso(created_before))
+            params.append(self._date_value(created_before))
         if session_id is not None:
             where.append("jobs.session_id = ?")
             params.append(session_id)
         if service is not None:
             where.append("jobs.service = ?")
-            params.append(service)
+            params.append(service_value)
         if pending_submission is not None:
             where.append("jobs.submit_state " + ("=" if pending_submission else "!=") + " ?")
             params.append("pending")
-        sql = f"SELECT jobs.* FROM {source}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        # Ordering by the index's own columns lets SQLite stream rows without a sort.
+        direction = "DESC" if descending else "ASC"
         pk_col = "t.job_pk" if tags else "jobs.pk"
-        sql += f" ORDER BY {order_col} {'DESC' if descending else 'ASC'}, {pk_col} "
-        sql += "DESC" if descending else "ASC"
-        sql += " LIMIT ? OFFSET ?"
+        # Ordering by the index's own columns lets SQLite stream rows without a sort.
+        page = (
+            f"SELECT {pk_col} AS page_pk, {order_col} AS page_at FROM {source}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY {order_col} {direction}, {pk_col} {direction} LIMIT ? OFFSET ?"
+        )
         params.extend([-1 if limit is None else limit, skip])
-        return [record_from_row(r) for r in self.read(sql, params)]
+        sql = (
+            f"SELECT {{select}} FROM ({page}) AS page JOIN jobs ON jobs.pk = page.page_pk "
+            f"ORDER BY page.page_at {direction}, page.page_pk {direction}"
+        )
+        return self._jobs(sql, params)
 
     def count(self) -> int:
         """How many jobs are recorded."""
-        rows = self.read("SELECT count(*) FROM jobs")
+        rows = self.rows("SELECT count(*) FROM jobs")
         return int(rows[0][0]) if rows else 0
 
     def events(self, pk: int) -> list[tuple[datetime, str, str]]:
         """The job's event log, oldest first: ``(at, kind, detail)``."""
-        rows = self.read("SELECT at, kind, detail FROM events WHERE job_pk = ? ORDER BY id", (pk,))
-        return [(parse_date(r[0]) or datetime.now(UTC), r[1], r[2]) for r in rows]
+        rows = self.rows("SELECT at, kind, detail FROM events WHERE job_pk = ? ORDER BY id", (pk,))
+        found = []
+        for at, kind, detail in rows:
+            when = from_micros(at) if isinstance(at, int) else parse_date(at)
+            name = self.keys.string(kind) if isinstance(kind, int) else kind
+            text = detail.hex() if isinstance(detail, bytes) else detail
+            found.append((when or datetime.now(UTC), name, text))
+        return found
 
     def provenance(self, digest: str) -> dict[str, Any] | None:
         """The provenance record with this digest."""
-        rows = self.read("SELECT record FROM provenance WHERE digest = ?", (digest,))
-        return dict(json.loads(rows[0][0])) if rows else None
+        stored = digest if self._legacy else digest_value(digest)
+        rows = self.rows("SELECT record FROM provenance WHERE digest = ?", (stored,))
+        return dict(json.loads(rows[0][0])) if rows and rows[0][0] else None
+
+    def _blob_rows(self) -> Iterator[tuple[Any, ...]]:
+        """``(pk, job_id, status, batch_sha256, result_sha256, extras)`` of every job,
+        in pages of the primary key (never the whole registry in memory)."""
+        last = -(2**63)
+        while True:
+            page = self.rows(
+                "SELECT pk, job_id, status, batch_sha256, result_sha256, extras FROM jobs "
+                "WHERE pk > ? ORDER BY pk LIMIT ?",
+                (last, _PAGE),
+            )
+            yield from page
+            if len(page) < _PAGE:
+                return
+            last = page[-1][0]
 
     def referenced_digests(self) -> set[str]:
         """Every digest the registry refers to (batches, results, cached extras)."""
         found: set[str] = set()
-        for row in self.read("SELECT batch_sha256, result_sha256, extras FROM jobs"):
-            found.update(d for d in (row[0], row[1]) if d)
-            if row[2]:
-                found.update(json.loads(row[2]).values())
+        for _, _, _, batch, result, extras in self._blob_rows():
+            found.update(d for d in (digest_text(batch), digest_text(result)) if d)
+            if extras:
+                found.update(json.loads(extras).values())
         return found
 
+    def blob_references(self) -> Iterator[tuple[str, str, str, JobStatus]]:
+        """Every digest a job refers to: ``(sha256, job name, part, job status)`` with
+        part ``batch``, ``result`` or the name of a cached extra; read in pages."""
+        from jobledger.registry.records import STATUSES
 
-# -- audit reads ------------------------------------------------------------------------
-# Read-only queries for jobledger.audit (verify, export, provenance); they never write.
+        for pk, job_id, status, batch, result, extras in self._blob_rows():
+            name = job_id or f"<pending #{pk}>"
+            state = STATUSES[status] if isinstance(status, int) else JobStatus(status)
+            parts = [("batch", digest_text(batch)), ("result", digest_text(result))]
+            parts += list(json.loads(extras or "{}").items())
+            for part, digest in parts:
+                if digest:
+                    yield str(digest), name, part, state
 
-
-@dataclass(frozen=True)
-class ChainedEvent:
-    """One row of the ``events`` table with its place in the hash chain (schema 4)."""
-
-    id: int
-    job_pk: int | None
-    at: str
-    kind: str
-    detail: str
-    sha256: str | None
-    prev_sha256: str | None
-
-
-def _chained(row: sqlite3.Row) -> ChainedEvent:
-    return ChainedEvent(
-        row["id"],
-        row["job_pk"],
-        row["at"],
-        row["kind"],
-        row["detail"] or "",
-        row["sha256"],
-        row["prev_sha256"],
-    )
-
-
-class AuditReads:
-    """The queries of an audit, on a (read-only) :class:`Registry`."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-
-    def schema_version(self) -> int:
-        """The file's schema version (0 when there is no registry yet)."""
-        rows = self.registry.read("SELECT value FROM meta WHERE key = 'schema_version'")
-        return int(rows[0][0]) if rows else 0
-
-    def events_head(self) -> tuple[int, str] | None:
-        """The id and hash of the last event jobledger wrote (``meta.events_head``)."""
-        rows = self.registry.read("SELECT value FROM meta WHERE key = 'events_head'")
-        if not rows or not rows[0][0]:
-            return None
-        event_id, _, digest = str(rows[0][0]).partition(" ")
-        return int(event_id), digest
-
-    def event_page(self, after: int, limit: int = 10000) -> list[ChainedEvent]:
-        """Events with ids above *after*, in id order, at most *limit* of them."""
-        rows = self.registry.read(
-            "SELECT id, job_pk, at, kind, detail, sha256, prev_sha256 FROM events "
-            "WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
+    def refers_to(self, digest: str) -> bool:
+        """Whether a job refers to the blob with this digest (batch, result or extra)."""
+        stored = digest if self._legacy else digest_value(digest)
+        rows = self.rows(
+            "SELECT 1 FROM jobs WHERE batch_sha256 = ? OR result_sha256 = ? "
+            "OR instr(extras, ?) > 0 LIMIT 1",
+            (stored, stored, digest),
         )
-        return [_chained(r) for r in rows]
-
-    def job_events(self, pk: int) -> list[ChainedEvent]:
-        """The job's events with their hashes, oldest first."""
-        rows = self.registry.read(
-            "SELECT id, job_pk, at, kind, detail, sha256, prev_sha256 FROM events "
-            "WHERE job_pk = ? ORDER BY id",
-            (pk,),
-        )
-        return [_chained(r) for r in rows]
-
-    def provenance_text(self, digest: str) -> str | None:
-        """The provenance record with this digest, as stored (JSON text)."""
-        rows = self.registry.read("SELECT record FROM provenance WHERE digest = ?", (digest,))
-        return str(rows[0][0]) if rows else None
-
-    def job_row(self, pk: int) -> dict[str, Any]:
-        """The job's ``jobs`` row, column by column, as stored."""
-        rows = self.registry.read("SELECT * FROM jobs WHERE pk = ?", (pk,))
-        if not rows:
-            raise RegistryError(f"no job #{pk} in the registry {self.registry.path}")
-        return dict(zip(rows[0].keys(), rows[0], strict=True))
-
-    def service_row(self, service_id: str) -> dict[str, Any] | None:
-        """The service's ``services`` row, as stored (it never holds a token)."""
-        rows = self.registry.read("SELECT * FROM services WHERE id = ?", (service_id,))
-        return dict(zip(rows[0].keys(), rows[0], strict=True)) if rows else None
+        return bool(rows)

@@ -3,8 +3,10 @@
 :class:`RegistryFile` opens the file lazily (read-only when asked), checks its schema
 version and migrates it on first use, and runs every write in a ``BEGIN IMMEDIATE``
 transaction retried with bounded, jittered backoff while another process holds the
-lock. The file is in WAL mode with a busy timeout. :class:`~jobledger.registry.Registry`
-builds its recording and queries on top of it.
+lock. The threads of one process take turns on an in-process lock (one per file)
+before they begin, so they queue without SQLite's sleeping busy handler; the backoff is
+for other processes. The file is in WAL mode with a busy timeout.
+:class:`~jobledger.registry.Registry` builds its recording and queries on top of it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ __all__ = ["RegistryFile", "damaged"]
 
 T = TypeVar("T")
 _WRITE_ATTEMPTS = 10
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The lock the threads of this process take before writing the file at *path*
+    (shared by every registry object opened on it)."""
+    key = os.path.realpath(path)
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
 
 
 class RegistryFile:
@@ -38,8 +53,17 @@ class RegistryFile:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._ready = False
+        self._writer_found: threading.RLock | None = None
+        self.version = SCHEMA_VERSION
+        """The schema version of the file as opened (older only when read-only)."""
 
     # -- connections ------------------------------------------------------------
+
+    @property
+    def _writer(self) -> threading.RLock:
+        if self._writer_found is None:
+            self._writer_found = _writer_lock(self.path)
+        return self._writer_found
 
     def exists(self) -> bool:
         """Whether the registry file exists."""
@@ -124,11 +148,14 @@ class RegistryFile:
                 "`pip install -U jobledger`. The file was not changed."
             )
         if version < SCHEMA_VERSION and not self.readonly:
-            if version > 0:
-                take_backup(self.path, "migration")
-            self._retry(lambda: migrate(conn, self.path))
+            with self._writer:
+                if version > 0:
+                    take_backup(self.path, "migration")
+                self._retry(lambda: migrate(conn, self.path))
+            version = SCHEMA_VERSION
         if not self.readonly:
             write_stamp(self.path)
+        self.version = version or SCHEMA_VERSION
         self._ready = True
 
     def _retry(self, work: Callable[[], T]) -> T:
@@ -171,13 +198,14 @@ class RegistryFile:
             return result
 
         try:
-            if not durable:
-                return self._retry(attempt)
-            conn.execute("PRAGMA synchronous = FULL")
-            try:
-                return self._retry(attempt)
-            finally:
-                conn.execute("PRAGMA synchronous = NORMAL")
+            with self._writer:
+                if not durable:
+                    return self._retry(attempt)
+                conn.execute("PRAGMA synchronous = FULL")
+                try:
+                    return self._retry(attempt)
+                finally:
+                    conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from exc
         finally:
@@ -194,11 +222,20 @@ class RegistryFile:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a query; a missing read-only registry has no rows."""
+        return self._fetch(sql, params, sqlite3.Row)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query, its rows as plain tuples (cheaper than :meth:`read`'s rows)."""
+        return self._fetch(sql, params, None)
+
+    def _fetch(self, sql: str, params: Sequence[Any], factory: Any) -> list[Any]:
         conn = self._conn()
         if conn is None:
             return []
         try:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.cursor()
+            cursor.row_factory = factory
+            return cursor.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
