@@ -151,13 +151,12 @@ def event_detail_value(text: str) -> bytes | str:
     return bytes.fromhex(text) if _is_hex(text, 64) else text
 
 
-def _status(value: int | str) -> JobStatus:
-    return STATUSES[value] if isinstance(value, int) else JobStatus(value)
+_STATUS_LIST = list(STATUSES)
 
 
 def _date(value: int | str | None) -> Any:
-    if value is None or isinstance(value, int):
-        return value if value is None else from_micros(value)
+    if isinstance(value, int):
+        return from_micros(value)
     return parse_date(value)
 
 
@@ -195,19 +194,22 @@ def decode_job(row: tuple[Any, ...], keys: Keys) -> JobRecord:
         usage,
         extras,
     ) = row
+    strings = keys.strings
     if isinstance(service, int):
-        service = keys.service(service)
+        service = keys.services.get(service) or keys.service(service)
     if isinstance(backend, int):
-        backend = keys.string(backend)
+        backend = strings.get(backend) or keys.string(backend)
     if isinstance(provenance, int):
-        provenance = keys.provenance(provenance)
+        provenance = keys.provenance_digests.get(provenance) or keys.provenance(provenance)
     batch = result = None
     if batch_sha256:
-        media = keys.string(batch_media) if isinstance(batch_media, int) else batch_media
-        batch = BlobRef(digest_text(batch_sha256) or "", batch_size or 0, media or "")
+        if isinstance(batch_media, int):
+            batch_media = strings.get(batch_media) or keys.string(batch_media)
+        batch = _blob(batch_sha256, batch_size, batch_media)
     if result_sha256:
-        media = keys.string(result_media) if isinstance(result_media, int) else result_media
-        result = BlobRef(digest_text(result_sha256) or "", result_size or 0, media or "")
+        if isinstance(result_media, int):
+            result_media = strings.get(result_media) or keys.string(result_media)
+        result = _blob(result_sha256, result_size, result_media)
     record: JobRecord = _new(JobRecord)
     # Filling the frozen instance's __dict__ at once costs a tenth of its generated
     # __init__ (23 guarded setattr calls): this runs for every row of every query.
@@ -218,7 +220,7 @@ def decode_job(row: tuple[Any, ...], keys: Keys) -> JobRecord:
         alias=alias,
         backend=backend,
         backend_version=backend_version,
-        status=_status(status),
+        status=_STATUS_LIST[status] if isinstance(status, int) else JobStatus(status),
         created_at=_date(created),
         started_at=_date(started),
         ended_at=_date(ended),
@@ -229,14 +231,26 @@ def decode_job(row: tuple[Any, ...], keys: Keys) -> JobRecord:
         params=_object(params),
         batch=batch,
         result=result,
-        provenance=digest_text(provenance),
-        idempotency_key=key_text(idempotency_key),
+        provenance=provenance.hex() if isinstance(provenance, bytes) else provenance,
+        idempotency_key=(
+            idempotency_key.hex() if isinstance(idempotency_key, bytes) else idempotency_key
+        ),
         submit_state=submit_state,
         last_seen_at=_date(last_seen),
         usage=_object(usage),
         extras=_object(extras),
     )
     return record
+
+
+def _blob(digest: bytes | str, size: int | None, media: str | None) -> BlobRef:
+    blob: BlobRef = _new(BlobRef)
+    blob.__dict__.update(
+        sha256=digest.hex() if isinstance(digest, bytes) else digest,
+        size=size or 0,
+        media_type=media or "",
+    )
+    return blob
 
 
 _new = object.__new__
@@ -255,10 +269,24 @@ def _tags(text: str | None) -> tuple[str, ...]:
     return found
 
 
+_FLAT: dict[str, dict[str, Any]] = {}
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _object(text: str | None) -> dict[str, Any]:
     if not text or text == "{}":
         return {}
-    return dict(json.loads(text))
+    # Params and usage repeat from job to job: a flat object (scalars only) is parsed
+    # once and copied, which is a full copy; anything nested is parsed each time.
+    flat = _FLAT.get(text)
+    if flat is not None:
+        return dict(flat)
+    value = dict(json.loads(text))
+    if all(isinstance(v, _SCALARS) for v in value.values()):
+        if len(_FLAT) > 4096:
+            _FLAT.clear()
+        _FLAT[text] = dict(value)
+    return value
 
 
 def text_job(row: tuple[Any, ...], keys: Keys) -> dict[str, Any]:

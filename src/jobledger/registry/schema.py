@@ -35,11 +35,13 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the file to :data:`SCHEMA_VERSION` in one transaction; returns the version
+    it was at (the current one when another process migrated it first)."""
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = schema_version(conn)
+        found = version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise RegistryError(f"the registry {path} was made by a newer jobledger")
         if version == 0:
@@ -53,6 +55,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return found
 
 
 def _set_version(conn: sqlite3.Connection, version: int) -> None:
