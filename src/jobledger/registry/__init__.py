@@ -19,9 +19,11 @@ from jobledger.registry.records import (
     BlobRef,
     JobRecord,
     ServiceRecord,
+    from_micros,
     now_iso,
     parse_date,
     to_iso,
+    to_micros,
 )
 from jobledger.registry.schema import SCHEMA_VERSION
 
@@ -31,7 +33,9 @@ __all__ = [
     "JobRecord",
     "Registry",
     "ServiceRecord",
+    "from_micros",
     "now_iso",
     "parse_date",
     "to_iso",
+    "to_micros",
 ]

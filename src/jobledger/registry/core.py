@@ -431,8 +431,8 @@ class Registry(RegistryFile):
     ) -> list[JobRecord]:
         """Filter the registry; every filter uses an index.
 
-        The page is found first from the index alone (``skip`` steps over index entries,
-        not over decoded rows), then only its rows are read.
+        With ``skip``, the page is found first in the index alone (``skip`` steps over
+        index entries, not over rows), then only its rows are read.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -485,13 +485,19 @@ class Registry(RegistryFile):
             params.append("pending")
         direction = "DESC" if descending else "ASC"
         pk_col = "t.job_pk" if tags else "jobs.pk"
+        conditions = " WHERE " + " AND ".join(where) if where else ""
         # Ordering by the index's own columns lets SQLite stream rows without a sort.
-        page = (
-            f"SELECT {pk_col} AS page_pk, {order_col} AS page_at FROM {source}"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY {order_col} {direction}, {pk_col} {direction} LIMIT ? OFFSET ?"
-        )
+        order = f" ORDER BY {order_col} {direction}, {pk_col} {direction}"
         params.extend([-1 if limit is None else limit, skip])
+        if not skip or limit is None:
+            sql = f"SELECT {{select}} FROM {source}{conditions}{order} LIMIT ? OFFSET ?"
+            return self._jobs(sql, params)
+        # A page further on is found in the index alone (OFFSET then steps over index
+        # entries, not rows), and only its rows are read.
+        page = (
+            f"SELECT {pk_col} AS page_pk, {order_col} AS page_at FROM {source}{conditions}"
+            f"{order} LIMIT ? OFFSET ?"
+        )
         sql = (
             f"SELECT {{select}} FROM ({page}) AS page JOIN jobs ON jobs.pk = page.page_pk "
             f"ORDER BY page.page_at {direction}, page.page_pk {direction}"
