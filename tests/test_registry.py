@@ -189,6 +189,8 @@ def test_filters_walk_their_index(tmp_path: Path) -> None:
     # a page deep into the listing is found in the index alone
     skipped = _plan(registry, lambda: registry.query(skip=20, limit=5))
     assert "COVERING INDEX jobs_created" in skipped
+    tag_page = _plan(registry, lambda: registry.query(tags=["x"], backend="echo", skip=9))
+    assert "SCAN jobs" not in tag_page and "PRIMARY KEY (tag=?)" in tag_page
     registry.close()
 
 

@@ -195,10 +195,7 @@ class Registry(RegistryFile):
 
         def work(conn: sqlite3.Connection, resolve: Resolver) -> None:
             # created_at stays the client's recording time: job_tags rows carry it too.
-            conn.execute(
-                "UPDATE jobs SET job_id = ?, submit_state = 'sent' WHERE pk = ?", (info.id, pk)
-            )
-            writes.apply_info(conn, resolve, pk, info)
+            writes.apply_info(conn, resolve, pk, info, {"job_id": info.id, "submit_state": "sent"})
 
         self._write(work)
         return self.get(pk)
@@ -494,6 +491,8 @@ class Registry(RegistryFile):
             return self._jobs(sql, params)
         # A page further on is found in the index alone (OFFSET then steps over index
         # entries, not rows), and only its rows are read.
+        if tags and "jobs." not in conditions:
+            source = "job_tags t"  # every filter is in the tag index: no row is read
         page = (
             f"SELECT {pk_col} AS page_pk, {order_col} AS page_at FROM {source}{conditions}"
             f"{order} LIMIT ? OFFSET ?"

@@ -54,6 +54,7 @@ class RegistryFile:
         self._lock = threading.Lock()
         self._ready = False
         self._writer_found: threading.RLock | None = None
+        self._wal = f"{path}-wal"
         self.version = SCHEMA_VERSION
         """The schema version of the file as opened (older only when read-only)."""
 
@@ -217,7 +218,7 @@ class RegistryFile:
         # Someone deleted the write-ahead log under this live writer: its last commits
         # exist only in the unlinked file this connection still holds, so fold them
         # into the database file now, before any other process opens a new log.
-        if not self.path.with_name(self.path.name + "-wal").exists():
+        if not os.path.exists(self._wal):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         start_daily_backup(self.path)

@@ -181,8 +181,15 @@ def insert_synced(
     return pk
 
 
-def apply_info(conn: sqlite3.Connection, resolve: Resolver, pk: int, info: RemoteJob) -> None:
-    """Apply the service's answer (status, dates, usage, digests) to row *pk*."""
+def apply_info(
+    conn: sqlite3.Connection,
+    resolve: Resolver,
+    pk: int,
+    info: RemoteJob,
+    also: dict[str, object] | None = None,
+) -> None:
+    """Apply the service's answer (status, dates, usage, digests) to row *pk*, with the
+    columns of *also* in the same statement."""
     row = conn.execute(
         "SELECT status, tags, created_at, result_sha256, batch_sha256 FROM jobs WHERE pk = ?",
         (pk,),
@@ -191,6 +198,7 @@ def apply_info(conn: sqlite3.Connection, resolve: Resolver, pk: int, info: Remot
     status = STATUS_CODES[info.status]
     now = now_micros()
     sets: dict[str, object] = {
+        **(also or {}),
         "status": status,
         "queue_position": info.queue_position,
         "message": info.message,
