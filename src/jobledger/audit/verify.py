@@ -2,8 +2,10 @@
 
 :func:`verify` re-hashes every stored blob (streamed through the store in chunks, so a
 1 GiB result never sits in memory) and compares sizes with the registry's records,
-walks the event log's hash chain (schema 4) from the first event to the head kept in
-``meta``, checks that every job's provenance record exists and still has its digest,
+walks the event log's hash chain (schema 4; each hash covers the event's text form, so
+a schema 5 file, which stores a row's ``prev_sha256`` only where it is not the row
+before's hash, verifies the same) from the first event to the head kept in ``meta``,
+checks that every job's provenance record exists and still has its digest,
 and that every finished job's result is either stored or known to be absent. It opens
 the registry read-only, changes nothing and opens no socket. The answer is a frozen
 :class:`VerifyReport`: failures (each naming the job when there is one) and notes

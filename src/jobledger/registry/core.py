@@ -53,10 +53,10 @@ class Registry(RegistryReads):
     def write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         """Run *work* in one write transaction (see :meth:`RegistryFile.write`), then
         cache the keys it resolved, as committed."""
-        try:
-            return super().write(work, durable=durable)
-        finally:
-            self.keys.settle()
+        result = super().write(work, durable=durable)
+        # (After a failed write the hints are left: nothing they name was committed.)
+        self.keys.settle()
+        return result
 
     def _write(
         self, work: Callable[[sqlite3.Connection, Resolver], T], *, durable: bool = False
