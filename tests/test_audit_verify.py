@@ -69,16 +69,26 @@ def test_clean_ledger_passes(ledger: list[Job]) -> None:
     assert not report.notes
 
 
-def test_schema_4_chains_every_event(ledger: list[Job]) -> None:
+def test_schema_5_chains_every_event(ledger: list[Job]) -> None:
+    from jobledger.registry.writes import event_digest
+
     with _db() as db:
         rows = db.execute("SELECT id, sha256, prev_sha256 FROM events ORDER BY id").fetchall()
+        texts = db.execute(
+            "SELECT id, job_pk, at, kind, detail, sha256 FROM events_view ORDER BY id"
+        ).fetchall()
         head = db.execute("SELECT value FROM meta WHERE key = 'events_head'").fetchone()[0]
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert version == ("4",)
-    assert rows[0][2] == "0" * 64
+    assert version == ("5",)
+    # 32-byte hashes; no stored prev_sha256 where it is the row before's hash (all here)
+    assert all(len(sha) == 32 and prev is None for _, sha, prev in rows)
+    prev = "0" * 64
+    for event_id, job_pk, at, kind, detail, sha256 in texts:
+        assert event_digest(event_id, job_pk, at, kind, detail, prev) == sha256
+        prev = sha256
     for before, after in itertools.pairwise(rows):
-        assert after[2] == before[1] and after[0] == before[0] + 1
-    assert head == f"{rows[-1][0]} {rows[-1][1]}"
+        assert after[0] == before[0] + 1
+    assert head == f"{rows[-1][0]} {rows[-1][1].hex()}"
 
 
 def _store_file(job: Job, part: str = "result") -> Path:
@@ -118,7 +128,7 @@ def test_an_edited_event_fails_naming_the_job(ledger: list[Job]) -> None:
     pk = ledger[0]._record.pk
     with _db() as db:
         db.execute(
-            "UPDATE events SET detail = 'CANCELLED' WHERE id = (SELECT min(id) FROM events "
+            "UPDATE events SET detail = 'CANCELLED' WHERE id = (SELECT min(id) FROM events_view "
             "WHERE job_pk = ? AND kind = 'status')",
             (pk,),
         )
@@ -163,14 +173,15 @@ def test_an_inserted_event_with_a_forged_hash_is_detected(ledger: list[Job]) -> 
     pk = ledger[0]._record.pk
     with _db() as db:
         last_id, last_sha = db.execute(
-            "SELECT id, sha256 FROM events ORDER BY id DESC LIMIT 1"
+            "SELECT id, sha256 FROM events_view ORDER BY id DESC LIMIT 1"
         ).fetchone()
         at = "2026-01-01T00:00:00+00:00"
-        digest = event_digest(last_id + 1, pk, at, "alias", "forged", last_sha)
+        digest = event_digest(last_id + 1, pk, at, "status", "forged", last_sha)
+        # written as jobledger writes (schema 5): kind by key, hash as bytes, prev implied
         db.execute(
-            "INSERT INTO events (id, job_pk, at, kind, detail, sha256, prev_sha256) "
-            "VALUES (?, ?, ?, 'alias', 'forged', ?, ?)",
-            (last_id + 1, pk, at, digest, last_sha),
+            "INSERT INTO events (id, job_pk, at, kind, detail, sha256) VALUES (?, ?, ?, "
+            "(SELECT key FROM strings WHERE name = 'status'), 'forged', ?)",
+            (last_id + 1, pk, 1767225600000000, bytes.fromhex(digest)),
         )
     report = audit.verify()
     assert [f.job for f in report.failures] == [f"{ledger[0].job_id} (small)"]
@@ -195,7 +206,7 @@ def test_a_changed_provenance_record_fails(ledger: list[Job]) -> None:
         db.execute(
             "UPDATE provenance SET record = json_set(record, '$.host', 'elsewhere') "
             "WHERE digest = ?",
-            (digest,),
+            (bytes.fromhex(str(digest)),),
         )
     report = audit.verify()
     assert {f.check for f in report.failures} == {"provenance"}
@@ -220,7 +231,7 @@ def test_a_refused_submission_keeps_the_chain_whole(conn: Connection, ledger: li
     report = audit.verify()
     assert report.ok, _lines(report)
     with _db() as db:
-        kinds = [r[0] for r in db.execute("SELECT kind FROM events ORDER BY id")]
+        kinds = [r[0] for r in db.execute("SELECT kind FROM events_view ORDER BY id")]
     assert kinds[-1] == "refused"  # kept, with the reason: nothing is deleted
 
 
@@ -241,23 +252,30 @@ def test_verify_changes_nothing_and_opens_no_socket(
     assert registry.read_bytes() == before
 
 
-def test_migration_chains_the_rows_of_a_schema_3_registry(ledger: list[Job]) -> None:
-    path = get_paths().registry
+def test_migration_chains_the_rows_of_a_schema_3_registry(
+    ledger: list[Job], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from legacy_registry import downgrade
+
+    paths = get_paths()
     with _db() as db:
-        expected = db.execute("SELECT id, sha256 FROM events ORDER BY id").fetchall()
-        db.execute("UPDATE events SET sha256 = NULL, prev_sha256 = NULL")
-        db.execute("DELETE FROM meta WHERE key = 'events_head'")
-        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-        db.execute("ALTER TABLE events DROP COLUMN sha256")
-        db.execute("ALTER TABLE events DROP COLUMN prev_sha256")
-    notes = audit.verify().notes
+        expected = db.execute("SELECT id, sha256 FROM events_view ORDER BY id").fetchall()
+    # The same jobs in a registry written by a version before event hashes (schema 3).
+    old = replace(paths, data=tmp_path / "data")
+    old.data.mkdir()
+    old.store.symlink_to(paths.store)
+    downgrade(paths.registry, old.registry, 3)
+    notes = audit.verify(old).notes
     assert [n.check for n in notes] == ["events"] and "schema 3" in notes[0].message
-    registry = Registry(path)
+    registry = Registry(old.registry)
     assert registry.count() == 4  # a writable open migrates
     registry.close()
-    with _db() as db:
-        assert db.execute("SELECT id, sha256 FROM events ORDER BY id").fetchall() == expected
-    assert audit.verify().ok
+    with sqlite3.connect(old.registry) as db:
+        # chained in id order over the same text: the same hashes as jobledger wrote
+        assert db.execute("SELECT id, sha256 FROM events_view ORDER BY id").fetchall() == expected
+    assert audit.verify(old).ok
 
 
 def test_cli_exit_codes_and_json(ledger: list[Job], jobledger_home: Path) -> None:

@@ -615,7 +615,7 @@ def test_prune_racing_submissions_never_removes_a_recorded_batch(
     assert not errors, errors
     assert len(removed) >= 3  # the pruner really ran and removed what it may
     with jobledger.connect(service.url, service.token, offline=True) as conn:
-        rows = conn.registry.read("SELECT batch_sha256 FROM jobs")
+        rows = conn.registry.read("SELECT batch_sha256 FROM jobs_view")
         assert len(rows) > 20
         missing = [r[0] for r in rows if not conn.store.has(r[0])]
     assert missing == [], f"{len(missing)} of {len(rows)} recorded batches were pruned"

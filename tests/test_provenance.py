@@ -280,3 +280,18 @@ def test_tokens_known_to_the_configuration_are_masked_by_value(
     assert record["program"]["argv"] == ["run.py", "***", "--note", "***"]
     again = capture_environment(cwd=tmp_path, argv=["run.py", "x-given-1-y"], secrets=["given-1"])
     assert "given-1" not in json.dumps(again)
+
+
+def test_submissions_share_one_record_and_its_digest(tmp_path: Path) -> None:
+    from jobledger.provenance import captured_environment
+
+    first = captured_environment(cwd=tmp_path, argv=["prog"])
+    again = captured_environment(cwd=tmp_path, argv=["prog"])
+    assert again is first  # within the cache's lifetime: neither copied nor re-encoded
+    assert first.digest == provenance_digest(dict(first.record))
+    copy = capture_environment(cwd=tmp_path, argv=["prog"])
+    assert copy == first.record and copy is not first.record
+    copy["host"] = "changed"
+    copy["python"]["version"] = "0"
+    assert captured_environment(cwd=tmp_path, argv=["prog"]).record["host"] != "changed"
+    assert provenance_digest(dict(first.record)) == first.digest

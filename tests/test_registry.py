@@ -142,3 +142,150 @@ def test_threads_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     assert registry.count() == 240
     assert len(registry.query(tags=["t"], limit=None)) == 240
     registry.close()
+
+
+def test_dates_are_stored_exactly_to_the_microsecond() -> None:
+    import random
+
+    from jobledger.registry import from_micros, to_micros
+
+    rnd = random.Random(5)
+    edges = [0, 1, 999_999, 1_000_000, 4_000_000_000 * 10**6 - 1, -1, -(10**15)]
+    samples = edges + [rnd.randrange(0, 4_100_000_000 * 10**6) for _ in range(20000)]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for micros in samples:
+        exact = epoch + timedelta(microseconds=micros)
+        assert from_micros(micros) == exact and to_micros(exact) == micros
+    assert to_micros(datetime(1, 1, 1)) == -62135596800 * 10**6  # naive: taken as UTC
+    assert from_micros(-62135596800 * 10**6) == datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _plan(registry: Registry, call: object) -> str:
+    """The query plans of the statements *call* runs on this thread's connection."""
+    statements: list[str] = []
+    conn = registry._conn()
+    assert conn is not None
+    conn.set_trace_callback(statements.append)
+    try:
+        call()  # type: ignore[operator]
+    finally:
+        conn.set_trace_callback(None)
+    plans = []
+    for sql in statements:
+        if sql.lstrip().upper().startswith("SELECT"):
+            plans += [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    return "\n".join(plans)
+
+
+def test_filters_walk_their_index(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.db")
+    for n in range(30):
+        record(registry, n, tags=["x"], backend=("echo", "sleep")[n % 2], session_id=f"s{n % 3}")
+    session = _plan(registry, lambda: registry.query(session_id="s1"))
+    assert "jobs_session" in session and "SCAN jobs" not in session
+    # tag and backend: checked inside the tag's index walk, each row read only once found
+    tagged = _plan(registry, lambda: registry.query(tags=["x"], backend="sleep"))
+    assert "SCAN jobs" not in tagged and "PRIMARY KEY" in tagged
+    # a page deep into the listing is found in the index alone
+    skipped = _plan(registry, lambda: registry.query(skip=20, limit=5))
+    assert "COVERING INDEX jobs_created" in skipped
+    tag_page = _plan(registry, lambda: registry.query(tags=["x"], backend="echo", skip=9))
+    assert "SCAN jobs" not in tag_page and "PRIMARY KEY (tag=?)" in tag_page
+    registry.close()
+
+
+def test_pages_and_filters_match_the_whole_listing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.db")
+    for n in range(24):
+        pk = record(registry, n, tags=["x", f"t{n % 4}"], backend=("echo", "sleep", "qpu")[n % 3])
+        if n % 5 == 0:
+            registry.apply_infos("S", [RemoteJob(f"J{n:018d}", JobStatus.DONE)])
+        if n % 7 == 0:
+            registry.set_tags(pk, ["x", "late"])
+    everything = registry.query(limit=None)
+    for filters in (
+        {},
+        {"tags": ["x"]},
+        {"tags": ["x"], "backend": "sleep"},
+        {"tags": ["x"], "backend": "qpu", "statuses": [JobStatus.DONE]},
+        {"tags": ["late", "x"], "backend": "echo"},
+        {"backend": "qpu", "descending": False},
+        {"statuses": [JobStatus.QUEUED]},
+    ):
+        whole = registry.query(limit=None, **filters)  # type: ignore[arg-type]
+        expected = [
+            r
+            for r in (everything if filters.get("descending", True) else everything[::-1])
+            if all(t in r.tags for t in filters.get("tags", []))  # type: ignore[attr-defined]
+            and r.backend == filters.get("backend", r.backend)
+            and r.status in filters.get("statuses", [r.status])  # type: ignore[operator]
+        ]
+        assert whole == expected, filters
+        for skip in (0, 1, 5, len(whole) - 1, len(whole) + 3):
+            page = registry.query(limit=3, skip=skip, **filters)  # type: ignore[arg-type]
+            assert page == whole[skip : skip + 3], (filters, skip)
+    assert registry.query(backend="never-recorded") == []
+    assert registry.query(service="never-recorded") == []
+    registry.close()
+
+
+def test_a_jobs_tag_rows_are_removed_through_their_primary_key(tmp_path: Path) -> None:
+    from jobledger.registry import writes
+
+    registry = Registry(tmp_path / "r.db")
+    keep = record(registry, 1, tags=["a", "b"])
+    gone = record(registry, 2, tags=["a", "b", "c"])
+    statements: list[str] = []
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+        writes.delete_tags(conn, gone)
+        conn.set_trace_callback(None)
+        plans = [
+            row[3]
+            for sql in statements
+            if sql.startswith("DELETE")
+            for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+        ]
+        assert len(plans) == 3 and all("PRIMARY KEY" in p for p in plans)
+
+    registry.write(work)
+    assert [r.pk for r in registry.query(tags=["a"])] == [keep]
+    assert registry.query(tags=["c"]) == []
+    registry.close()
+
+
+def test_threads_of_one_process_take_turns_without_sqlite_busy_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobledger.registry import file
+
+    # No busy handler and no retry: any two writers meeting inside SQLite would fail.
+    monkeypatch.setattr(file, "_WRITE_ATTEMPTS", 1)
+    path = tmp_path / "r.db"
+    first, second = Registry(path), Registry(path)  # two connections' registries
+    first.count()
+    errors: list[BaseException] = []
+
+    def worker(registry: Registry, base: int) -> None:
+        try:
+            conn = registry._conn()
+            assert conn is not None
+            conn.execute("PRAGMA busy_timeout = 0")
+            for i in range(25):
+                record(registry, base + i, tags=["t"])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=worker, args=(registry, k * 1000))
+        for k, registry in enumerate([first, second] * 3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert first.count() == 150 and len(second.query(tags=["t"], limit=None)) == 150
+    first.close()
+    second.close()

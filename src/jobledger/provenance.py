@@ -10,7 +10,9 @@ can find in its configuration and ``JOBLEDGER_TOKEN``, bearer headers, token-sha
 and other random-looking strings, credentials in URLs: see :mod:`jobledger.redact`).
 Because git runs as a subprocess, results are cached per process for a short time,
 so that a loop of submissions does not pay for it each time. :func:`provenance_digest`
-gives the stable digest the registry uses to store each distinct record once.
+gives the stable digest the registry uses to store each distinct record once;
+:func:`captured_environment` gives the cached record itself with its digest, shared
+rather than copied, for the submit path.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jobledger.redact import MASK, is_secret_name, redact_text, redact_url
 
 __all__ = [
+    "Captured",
     "capture_environment",
+    "captured_environment",
     "clear_cache",
     "known_secrets",
     "mask_argv",
@@ -53,9 +58,17 @@ _AUTH_SCHEME = re.compile(r"(?i)^(?:.*\bauthorization:?|bearer|basic|digest)$")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 _lock = threading.Lock()
-_cache: dict[
-    tuple[str, tuple[str, ...] | None, tuple[str, ...]], tuple[float, dict[str, Any]]
-] = {}
+
+
+@dataclass(frozen=True)
+class Captured:
+    """A provenance record and its digest, shared by the submissions that use it."""
+
+    record: Mapping[str, Any]  # never mutated: take capture_environment() for a copy
+    digest: str
+
+
+_cache: dict[tuple[str, tuple[str, ...] | None, tuple[str, ...]], tuple[float, Captured]] = {}
 
 
 def capture_environment(
@@ -76,6 +89,21 @@ def capture_environment(
         ``packages``, ``platform``, ``host``, ``user``, ``cwd``, ``program`` and
         ``git`` (``None`` outside a git repository or without git).
     """
+    return copy.deepcopy(dict(captured_environment(cwd=cwd, argv=argv, secrets=secrets).record))
+
+
+def captured_environment(
+    *,
+    cwd: Path | None = None,
+    argv: list[str] | None = None,
+    secrets: Iterable[str] = (),
+) -> Captured:
+    """The record :func:`capture_environment` returns, with its digest, without a copy.
+
+    Within :data:`CACHE_TTL` seconds the same object is returned again, its digest
+    computed once: a loop of submissions neither copies nor re-encodes it. The record
+    must not be changed.
+    """
     folder = str(Path(cwd if cwd is not None else os.getcwd()).absolute())
     given = tuple(sorted({s for s in secrets if s}))
     key = (folder, None if argv is None else tuple(argv), given)
@@ -83,13 +111,14 @@ def capture_environment(
     with _lock:
         hit = _cache.get(key)
     if hit is not None and now - hit[0] < CACHE_TTL:
-        return copy.deepcopy(hit[1])
+        return hit[1]
     record = _capture(Path(folder), argv, known_secrets() | set(given))
+    found = Captured(record, provenance_digest(record))
     with _lock:
         if len(_cache) > 64:
             _cache.clear()
-        _cache[key] = (now, record)
-    return copy.deepcopy(record)
+        _cache[key] = (now, found)
+    return found
 
 
 def provenance_digest(record: dict[str, Any]) -> str:

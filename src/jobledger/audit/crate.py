@@ -34,7 +34,7 @@ from jobledger.errors import ConfigError, JobNotFoundError
 from jobledger.paths import Paths, get_paths
 from jobledger.provenance import mask_argv, provenance_digest
 from jobledger.registry import JobRecord, Registry
-from jobledger.registry.core import AuditReads
+from jobledger.registry.audit_reads import AuditReads
 from jobledger.status import JobStatus
 
 if TYPE_CHECKING:

@@ -2,8 +2,10 @@
 
 :func:`verify` re-hashes every stored blob (streamed through the store in chunks, so a
 1 GiB result never sits in memory) and compares sizes with the registry's records,
-walks the event log's hash chain (schema 4) from the first event to the head kept in
-``meta``, checks that every job's provenance record exists and still has its digest,
+walks the event log's hash chain (schema 4; each hash covers the event's text form, so
+a schema 5 file, which stores a row's ``prev_sha256`` only where it is not the row
+before's hash, verifies the same) from the first event to the head kept in ``meta``,
+checks that every job's provenance record exists and still has its digest,
 and that every finished job's result is either stored or known to be absent. It opens
 the registry read-only, changes nothing and opens no socket. The answer is a frozen
 :class:`VerifyReport`: failures (each naming the job when there is one) and notes
@@ -21,7 +23,7 @@ from jobledger.errors import CacheCorruptionError
 from jobledger.paths import Paths, get_paths
 from jobledger.provenance import provenance_digest
 from jobledger.registry import JobRecord, Registry
-from jobledger.registry.core import AuditReads, ChainedEvent
+from jobledger.registry.audit_reads import AuditReads, ChainedEvent
 from jobledger.registry.writes import GENESIS, event_digest
 from jobledger.status import JobStatus
 
@@ -300,6 +302,9 @@ class _ChainWalker:
         self.dropped: dict[int, tuple[str, str]] = {}
         self.reported: set[int] = set()
         self.prev_edited = False
+        # The hashes of the run of failed rows just before: a row whose link is implied
+        # (schema 5) and verifies against one of them is intact, only moved after.
+        self.suspects: list[str] = []
 
     def _job(self, pk: int | None) -> str | None:
         return None if pk is None else self.names.get(pk, f"#{pk} (not in the registry)")
@@ -318,11 +323,17 @@ class _ChainWalker:
         if event.sha256 is None:
             self._fail(event, f"{label} has no hash: it was written outside jobledger")
             edited = True
-        elif event.sha256 != event_digest(
-            event.id, event.job_pk, event.at, event.kind, event.detail, event.prev_sha256 or ""
-        ):
-            self._fail(event, f"{label} was edited: its content does not match its hash")
-            edited = True
+        elif event.sha256 != self._digest(event, event.prev_sha256 or ""):
+            if event.prev_implied and event.id != self.prev_id + 1:
+                # Its link is the hash of the row before, which is not there any more.
+                self._fail(event, f"{_span(self.prev_id + 1, event.id - 1)} before {label}")
+                edited = True
+            elif not (
+                event.prev_implied
+                and any(event.sha256 == self._digest(event, s) for s in self.suspects)
+            ):
+                self._fail(event, f"{label} was edited: its content does not match its hash")
+                edited = True
         elif event.prev_sha256 != self.prev and not self.prev_edited:
             # After an edited row the broken link is its consequence, not news.
             if event.id != self.prev_id + 1:
@@ -331,6 +342,11 @@ class _ChainWalker:
                 self._fail(event, f"{label} does not follow event #{self.prev_id} in the chain")
         self.prev, self.prev_id, self.prev_job = event.sha256 or "", event.id, event.job_pk
         self.prev_edited = edited
+        self.suspects = [*self.suspects[-7:], self.prev] if edited else []
+
+    @staticmethod
+    def _digest(event: ChainedEvent, prev: str) -> str:
+        return event_digest(event.id, event.job_pk, event.at, event.kind, event.detail, prev)
 
     def _remember_dropped(self, event: ChainedEvent) -> None:
         try:

@@ -310,9 +310,10 @@ class Connection:
             raise TypeError(f"session_id must be a string, not {type(session_id).__name__}")
         binding = self.bind()
 
-        from jobledger.provenance import capture_environment, provenance_digest
+        from jobledger.provenance import captured_environment
 
-        environment = capture_environment()
+        # Shared, not copied: the registry only encodes it when the digest is new there.
+        environment = captured_environment()
         digest = self.store.put_bytes(data, what="batch")
         key = uuid.uuid4().hex
         pk = self.registry.record_submission(
@@ -323,8 +324,8 @@ class Connection:
             tags=tag_list,
             alias=alias,
             session_id=session_id,
-            provenance=environment,
-            provenance_digest=provenance_digest(environment),
+            provenance=environment.record,
+            provenance_digest=environment.digest,
             idempotency_key=key,
         )
         submission = Submission(

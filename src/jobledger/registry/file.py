@@ -3,8 +3,10 @@
 :class:`RegistryFile` opens the file lazily (read-only when asked), checks its schema
 version and migrates it on first use, and runs every write in a ``BEGIN IMMEDIATE``
 transaction retried with bounded, jittered backoff while another process holds the
-lock. The file is in WAL mode with a busy timeout. :class:`~jobledger.registry.Registry`
-builds its recording and queries on top of it.
+lock. The threads of one process take turns on an in-process lock (one per file)
+before they begin, so they queue without SQLite's sleeping busy handler; the backoff is
+for other processes. The file is in WAL mode with a busy timeout.
+:class:`~jobledger.registry.Registry` builds its recording and queries on top of it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +28,19 @@ __all__ = ["RegistryFile", "damaged"]
 
 T = TypeVar("T")
 _WRITE_ATTEMPTS = 10
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The lock the threads of this process take before writing the file at *path*
+    (shared by every registry object opened on it)."""
+    key = os.path.realpath(path)
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
 
 
 class RegistryFile:
@@ -38,8 +53,18 @@ class RegistryFile:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._ready = False
+        self._writer_found: threading.RLock | None = None
+        self._wal = f"{path}-wal"
+        self.version = SCHEMA_VERSION
+        """The schema version of the file as opened (older only when read-only)."""
 
     # -- connections ------------------------------------------------------------
+
+    @property
+    def _writer(self) -> threading.RLock:
+        if self._writer_found is None:
+            self._writer_found = _writer_lock(self.path)
+        return self._writer_found
 
     def exists(self) -> bool:
         """Whether the registry file exists."""
@@ -124,11 +149,16 @@ class RegistryFile:
                 "`pip install -U jobledger`. The file was not changed."
             )
         if version < SCHEMA_VERSION and not self.readonly:
-            if version > 0:
-                take_backup(self.path, "migration")
-            self._retry(lambda: migrate(conn, self.path))
+            with self._writer:
+                if version > 0:
+                    take_backup(self.path, "migration")
+                found = self._retry(lambda: migrate(conn, self.path))
+                if 0 < found < 5:
+                    _compact(conn)
+            version = SCHEMA_VERSION
         if not self.readonly:
             write_stamp(self.path)
+        self.version = version or SCHEMA_VERSION
         self._ready = True
 
     def _retry(self, work: Callable[[], T]) -> T:
@@ -171,13 +201,14 @@ class RegistryFile:
             return result
 
         try:
-            if not durable:
-                return self._retry(attempt)
-            conn.execute("PRAGMA synchronous = FULL")
-            try:
-                return self._retry(attempt)
-            finally:
-                conn.execute("PRAGMA synchronous = NORMAL")
+            with self._writer:
+                if not durable:
+                    return self._retry(attempt)
+                conn.execute("PRAGMA synchronous = FULL")
+                try:
+                    return self._retry(attempt)
+                finally:
+                    conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from exc
         finally:
@@ -187,24 +218,67 @@ class RegistryFile:
         # Someone deleted the write-ahead log under this live writer: its last commits
         # exist only in the unlinked file this connection still holds, so fold them
         # into the database file now, before any other process opens a new log.
-        if not self.path.with_name(self.path.name + "-wal").exists():
+        if not os.path.exists(self._wal):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         start_daily_backup(self.path)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a query; a missing read-only registry has no rows."""
+        return self._fetch(sql, params, sqlite3.Row)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query, its rows as plain tuples (cheaper than :meth:`read`'s rows)."""
+        return self._fetch(sql, params, None)
+
+    def _stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a long read, fetched a thousand at a time on a read-only
+        connection of its own (a snapshot: the caller may write on its connection
+        meanwhile); a missing file has no rows."""
+        if not self.path.exists():
+            return
+        self._conn()  # checks the schema (and migrates) first, as every read does
+        conn = self._open_readonly()
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            try:
+                cursor = conn.execute(sql, params)
+                while rows := cursor.fetchmany(1000):
+                    yield from rows
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return
+                raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                raise damaged(self.path, exc) from exc
+        finally:
+            conn.close()
+
+    def _fetch(self, sql: str, params: Sequence[Any], factory: Any) -> list[Any]:
         conn = self._conn()
         if conn is None:
             return []
         try:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.cursor()
+            cursor.row_factory = factory
+            return cursor.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise RegistryError(f"cannot read the registry {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from exc
+
+
+def _compact(conn: sqlite3.Connection) -> None:
+    """Give back the pages the schema 5 rebuild freed (more than half the file).
+
+    Outside the migration's transaction, so a failure (a full disk: VACUUM needs room
+    for a copy) leaves a sound, only larger, file; the free pages are then reused.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def damaged(path: Path, exc: BaseException) -> RegistryError:

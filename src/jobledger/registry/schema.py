@@ -2,8 +2,10 @@
 
 The version is kept in the ``meta`` table; :func:`migrate` applies every missing
 migration in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers migrate once.
-Migration 1 creates the tables with sqlite-utils (imported only here, only when a
-file is created) and the indexes every query relies on. The schema is documented in
+A new file is created at the current schema directly (:func:`.schema5.create`); an
+older one goes through each missing step. Migrations 1 to 4 build the text schema of
+earlier versions (migration 1 with sqlite-utils, imported only then); migration 5
+rebuilds it into the compact one (:mod:`.schema5`). The schema is documented in
 ``docs/registry.md``; changing it means a new migration and a new
 :data:`SCHEMA_VERSION`. Re-exported by :mod:`jobledger.registry`.
 """
@@ -15,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobledger.errors import RegistryError
+from jobledger.registry import schema5
 from jobledger.registry.writes import GENESIS, event_digest, set_events_head
 
 __all__ = ["SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -32,24 +35,35 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the file to :data:`SCHEMA_VERSION` in one transaction; returns the version
+    it was at (the current one when another process migrated it first)."""
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = schema_version(conn)
+        found = version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise RegistryError(f"the registry {path} was made by a newer jobledger")
+        if version == 0:
+            schema5.create(conn)
+            version = SCHEMA_VERSION
+            _set_version(conn, version)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             _MIGRATIONS[target](conn)
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(target),),
-            )
+            _set_version(conn, target)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return found
+
+
+def _set_version(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(version),),
+    )
 
 
 def migration_1(conn: sqlite3.Connection) -> None:
@@ -160,4 +174,5 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: migration_2,
     3: migration_3,
     4: migration_4,
+    5: schema5.migration_5,
 }
