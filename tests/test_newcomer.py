@@ -430,7 +430,8 @@ def test_ctrl_c_in_serve_is_a_normal_stop(tmp_path: Path, running_job: bool) -> 
     env["JOBLEDGER_HOME"] = str(tmp_path / "home")
     # A terminal's Ctrl-C reaches the whole process group: the service and its workers.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobledger", "serve", "--port", "0", "--data", str(data)],
+        [sys.executable, "-m", "jobledger", "serve", "--port", "0", "--data", str(data)]
+        + ["--workers", "2"],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -443,11 +444,18 @@ def test_ctrl_c_in_serve_is_a_normal_stop(tmp_path: Path, running_job: bool) -> 
         if running_job:
             made = jobledger_cli("token", "create", "ctrlc", "--data", str(data), home=tmp_path)
             with jobledger.connect(url=url.group(0), token=made.stdout.strip()) as conn:
-                job = conn.submit({}, "sleep", params={"seconds": 30, "interval": 1})
-                deadline = time.monotonic() + 20
-                while job.refresh().status.value != "RUNNING" and time.monotonic() < deadline:
+                # One job per worker: both have started (a worker still starting up when
+                # the signal comes is a window this test does not cover).
+                jobs = [
+                    conn.submit({}, "sleep", params={"seconds": 30, "interval": 1})
+                    for _ in range(2)
+                ]
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and any(
+                    job.refresh().status.value != "RUNNING" for job in jobs
+                ):
                     time.sleep(0.1)
-                assert job.status().value == "RUNNING"
+                assert all(job.status().value == "RUNNING" for job in jobs)
         os.killpg(proc.pid, signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
