@@ -1,8 +1,9 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--only B1,B5] [--no-write]``.
 
-Each figure is printed next to its baseline, measured in the same run, with PASS or
-MISS against its target; the table in ``docs/performance.md`` is rewritten (unless
-``--no-write``, and never in ``--quick`` mode). Everything runs in a temporary
+Each figure is printed next to its baseline, measured in the same run, with its
+spread and PASS or MISS against its target, then the scale table (``S``: the same
+operations on 10k, 100k and 1M jobs); both tables in ``docs/performance.md`` are
+rewritten (unless ``--no-write``, and never in ``--quick`` mode). Everything runs in a temporary
 folder with ``JOBLEDGER_HOME`` pointing into it; the service and every child process
 are stopped at the end.
 """
@@ -21,12 +22,28 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.audit import b10_audit_verify
-from benchmarks.common import ROOT, Bench, Figure, Settings, home, machine, scratch_dir
+from benchmarks.common import (
+    ROOT,
+    Bench,
+    Figure,
+    ScaleRow,
+    Settings,
+    home,
+    machine,
+    scratch_dir,
+)
 from benchmarks.heavy import b7_large_result, b8_concurrent_submits
 from benchmarks.local_reads import b1_warm_result, b2_cold_process, b3_first_vs_cached
 from benchmarks.registry_scale import b5_large_registry
-from benchmarks.report import print_table, write_table
-from benchmarks.service_calls import b4_submit, b6_many_waiters, b9_end_to_end
+from benchmarks.report import print_scale, print_table, write_table
+from benchmarks.scale import b12_namespace, b13_sync, b14_cache, b15_queries, scale_table
+from benchmarks.service_calls import (
+    b4_submit,
+    b6_many_waiters,
+    b9_end_to_end,
+    b11_sequential_results,
+    b16_many_echo_jobs,
+)
 
 __all__ = ["BENCHMARKS", "main"]
 
@@ -41,6 +58,13 @@ BENCHMARKS: dict[str, Callable[[Bench], Figure | list[Figure]]] = {
     "B8": b8_concurrent_submits,
     "B9": b9_end_to_end,
     "B10": b10_audit_verify,
+    "B11": b11_sequential_results,
+    "B12": b12_namespace,
+    "B13": b13_sync,
+    "B14": b14_cache,
+    "B15": b15_queries,
+    "B16": b16_many_echo_jobs,
+    "S": scale_table,
 }
 DOC = ROOT / "docs" / "performance.md"
 
@@ -62,8 +86,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(chosen: list[str], settings: Settings) -> list[Figure]:
-    """Run the chosen benchmarks; a failing one becomes a MISS row with its error."""
+def run(
+    chosen: list[str], settings: Settings, scale: list[ScaleRow] | None = None
+) -> list[Figure]:
+    """Run the chosen benchmarks; a failing one becomes a MISS row with its error.
+
+    The rows of the scale table, when ``S`` ran, are added to *scale*.
+    """
     figures: list[Figure] = []
     bench = Bench(settings)
     try:
@@ -81,6 +110,8 @@ def run(chosen: list[str], settings: Settings) -> list[Figure]:
                 print_table(found)
                 print(f"     ({time.perf_counter() - started:.1f} s)", flush=True)
     finally:
+        if scale is not None:
+            scale.extend(bench.scale_rows)
         bench.close()
     return figures
 
@@ -90,17 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     started = time.perf_counter()
     scratch = scratch_dir(None, "jobledger-bench")
+    scale: list[ScaleRow] = []
     try:
-        figures = run(args.chosen, Settings(quick=args.quick, scratch=scratch))
+        figures = run(args.chosen, Settings(quick=args.quick, scratch=scratch), scale)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     runtime = time.perf_counter() - started
     print(f"\n{machine()}\n")
     print_table(figures)
+    print_scale(scale)
     print(f"\ntotal {runtime:.0f} s")
     if not (args.no_write or args.quick):
         scope = "all figures" if args.chosen == list(BENCHMARKS) else ", ".join(args.chosen)
-        write_table(args.doc, figures, machine(), runtime, scope)
+        write_table(args.doc, figures, machine(), runtime, scope, scale)
         print(f"results written to {args.doc}")
     return 1 if any(f.title == "failed" for f in figures) else 0
 
