@@ -52,6 +52,7 @@ class Settings:
 
     quick: bool
     scratch: Path
+    sizes: tuple[int, ...] = ()  # registry sizes of the scale figures (default: 10k, 100k, 1M)
 
     def pick(self, default: int, quick: int) -> int:
         """*quick* in quick mode, else *default*."""

@@ -29,8 +29,8 @@ the batch, like a measurement's), 5 % ``fail`` jobs, two tags each (``exp-NN``, 
 100, and ``user-N``, one of 7), one job in ten in a session of ten, one in a thousand
 with an alias. Fixtures are cached in ``benchmarks/.fixtures/scale-<N>-<key>``, where
 the key hashes the sources of everything that writes them (registry, store, service
-database, protocol, this module): any change there rebuilds them, and fixtures of other
-keys are deleted.
+database, protocol) and :data:`RECIPE_VERSION`: any change there rebuilds them, and
+fixtures of other keys are deleted.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from benchmarks.common import FIXTURES, home
 
 __all__ = [
     "JOBS_PER_COMMIT",
+    "RECIPE_VERSION",
     "Recipe",
     "ScaleFixture",
     "recipe",
@@ -75,8 +76,9 @@ _SOURCES = (
     "src/jobledger/service/auth.py",
     "src/jobledger/service/wire.py",
     "src/jobledger/providers/jobledger_http.py",
-    "benchmarks/fixtures.py",
 )
+#: Bump when :func:`recipe` or :func:`build` change what a fixture holds.
+RECIPE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ def source_key() -> str:
     """A short hash of the sources that decide what a fixture's files hold."""
     from benchmarks.common import ROOT
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"recipe {RECIPE_VERSION}".encode())
     for name in _SOURCES:
         path = ROOT / name
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]

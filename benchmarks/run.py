@@ -1,11 +1,14 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--only B1,B5] [--no-write]``.
 
+``--sizes 10000,100000`` measures the scale figures on other registry sizes (the largest
+for B5 and B12-B15); such a run never writes the doc.
+
 Each figure is printed next to its baseline, measured in the same run, with its
 spread and PASS or MISS against its target, then the scale table (``S``: the same
 operations on 10k, 100k and 1M jobs); both tables in ``docs/performance.md`` are
-rewritten (unless ``--no-write``, and never in ``--quick`` mode). Everything runs in a temporary
-folder with ``JOBLEDGER_HOME`` pointing into it; the service and every child process
-are stopped at the end.
+rewritten (unless ``--no-write``, and never in ``--quick`` mode). Everything runs in
+a temporary folder with ``JOBLEDGER_HOME`` pointing into it; the service and every
+child process are stopped at the end.
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B5")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite the doc")
+    parser.add_argument(
+        "--sizes",
+        default="",
+        help="registry sizes of the scale figures, e.g. 10000,100000 (default 10k,100k,1M)",
+    )
     parser.add_argument("--doc", type=Path, default=DOC, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     chosen = [name.strip().upper() for name in args.only.split(",") if name.strip()]
@@ -83,6 +91,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
     args.chosen = chosen or list(BENCHMARKS)
+    try:
+        args.sizes = tuple(sorted(int(n) for n in args.sizes.split(",") if n.strip()))
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated numbers of jobs, not {args.sizes!r}")
     return args
 
 
@@ -123,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = scratch_dir(None, "jobledger-bench")
     scale: list[ScaleRow] = []
     try:
-        figures = run(args.chosen, Settings(quick=args.quick, scratch=scratch), scale)
+        settings = Settings(quick=args.quick, scratch=scratch, sizes=args.sizes)
+        figures = run(args.chosen, settings, scale)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     runtime = time.perf_counter() - started
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(figures)
     print_scale(scale)
     print(f"\ntotal {runtime:.0f} s")
-    if not (args.no_write or args.quick):
+    if not (args.no_write or args.quick or args.sizes):
         scope = "all figures" if args.chosen == list(BENCHMARKS) else ", ".join(args.chosen)
         write_table(args.doc, figures, machine(), runtime, scope, scale)
         print(f"results written to {args.doc}")

@@ -63,6 +63,8 @@ _FAST = 5
 
 def sizes(bench: Bench) -> tuple[int, ...]:
     """The registry sizes of the scale table (the last one is the figures' size)."""
+    if bench.settings.sizes:
+        return bench.settings.sizes
     return (300, 600, 1_200) if bench.settings.quick else (10_000, 100_000, 1_000_000)
 
 
