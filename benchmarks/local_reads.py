@@ -36,6 +36,7 @@ from benchmarks.common import (
     clean_env,
     fmt_seconds,
     median,
+    paired_ratio,
     ratio_spread,
     side_by_side,
 )
@@ -129,7 +130,7 @@ def b1_warm_result(bench: Bench) -> Figure:
     finally:
         close()
     value, base = median(mine) / calls, median(theirs) / calls
-    ratio = value / base
+    ratio = paired_ratio(mine, theirs)
     return Figure(
         "B1",
         "warm job.result(), stored 1 KiB JSON",
@@ -210,7 +211,7 @@ def b2_cold_process(bench: Bench) -> Figure:
         warmup=bench.settings.pick(2, 1),
     )
     value, base = median(mine), median(theirs)
-    ratio = value / base
+    ratio = paired_ratio(mine, theirs)
     figure = Figure(
         "B2",
         "cold process: import a job, result() (stored)",
@@ -230,7 +231,7 @@ def b2_cold_process(bench: Bench) -> Figure:
     figure.notes.append(
         f"B2: against the tightest floor (python -c: row by id, the store's index read with "
         f"sqlite3, sha256, json.loads; no diskcache) {fmt_seconds(median(tightest))}: "
-        f"{median(mine_tight) / median(tightest):.2f}x ({ratio_spread(mine_tight, tightest)})"
+        f"{paired_ratio(mine_tight, tightest):.2f}x ({ratio_spread(mine_tight, tightest)})"
     )
     uncached, floor = side_by_side(
         lambda: _python(ours, home, None),
@@ -241,7 +242,7 @@ def b2_cold_process(bench: Bench) -> Figure:
     figure.notes.append(
         f"B2: without cached bytecode (PYTHONDONTWRITEBYTECODE=1, uncompiled source) "
         f"{fmt_seconds(median(uncached))} vs {fmt_seconds(median(floor))} "
-        f"({median(uncached) / median(floor):.2f}x, {ratio_spread(uncached, floor)})"
+        f"({paired_ratio(uncached, floor):.2f}x, {ratio_spread(uncached, floor)})"
     )
     if not figure.passed:
         figure.notes.append(
@@ -268,7 +269,7 @@ def b3_first_vs_cached(bench: Bench) -> Figure:
         handle.result()
         cached.append(time.perf_counter() - start)
     value, base = median(cached), median(first)
-    speedup = base / value
+    speedup = paired_ratio(first, cached)
     return Figure(
         "B3",
         "cached read vs first read (download)",

@@ -38,6 +38,7 @@ from benchmarks.common import (
     fmt_seconds,
     home,
     median,
+    paired_ratio,
     ratio_spread,
     side_by_side,
     spread,
@@ -513,7 +514,7 @@ def b15_queries(bench: Bench) -> list[Figure]:
                 db.close()
         finally:
             conn.close()
-    ratio = median(mine) / median(theirs)
+    ratio = paired_ratio(mine, theirs)
     figures.append(
         Figure(
             "B15d",
@@ -541,7 +542,7 @@ def b15_queries(bench: Bench) -> list[Figure]:
     finally:
         big.close()
         little.close()
-    ratio = median(writes) / median(baseline)
+    ratio = paired_ratio(writes, baseline)
     figures.append(
         Figure(
             "B15e",
