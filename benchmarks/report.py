@@ -51,6 +51,21 @@ def _row(figure: Figure) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
+def _with_spread(line: str) -> str:
+    """A row kept from a table written before the spread column, with an empty one."""
+    cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    if len(cells) == len(_HEADER[1].split("|")) - 3:
+        cells.insert(5, " - ")
+        return "|" + "|".join(cells) + "|"
+    return line
+
+
+def _entry(figure_id: str) -> str:
+    """The benchmark a figure or note belongs to: ``B5`` for ``B5a``, ``S`` for ``S``."""
+    match = re.match(r"[A-Z]+\d*", figure_id)
+    return match.group(0) if match else figure_id
+
+
 def _order(figure_id: str) -> tuple[str, int, str]:
     """B2 before B10, B5a before B5b; S (the scale table) last."""
     match = re.match(r"([A-Z]+)(\d*)(.*)", figure_id)
@@ -115,22 +130,22 @@ def write_table(
     text = doc.read_text(encoding="utf-8") if doc.exists() else f"{BEGIN}\n{END}\n"
     head, old, tail = _block(text, BEGIN, END)
     rows = {
-        line.split("|")[1].strip(): line
+        line.split("|")[1].strip(): _with_spread(line)
         for line in old.splitlines()
         if re.match(r"\| [A-Z]+\d*[a-z]? \|", line)
     }
     notes = {
-        line.split(":", 1)[0].removeprefix("- ").strip(): line
-        for line in old.splitlines()
-        if re.match(r"- [A-Z]+\d*[a-z]?:", line)
+        line.split(":", 1)[0].removeprefix("- ").strip() + f"#{n:04d}": line
+        for n, line in enumerate(old.splitlines())
+        if re.match(r"- [A-Z]+\d*", line)
     }
-    ran = {re.match(r"[A-Z]+\d*", f.id).group(0) for f in figures}  # type: ignore[union-attr]
-    for key in [k for k in notes if re.match(r"[A-Z]+\d*", k).group(0) in ran]:  # type: ignore[union-attr]
+    ran = {_entry(f.id) for f in figures}
+    for key in [k for k in notes if _entry(k) in ran]:
         del notes[key]
     for figure in figures:
         rows[figure.id] = _row(figure)
         for note in figure.notes:
-            notes[note.split(":", 1)[0] + f"#{len(notes):04d}"] = f"- {note}"
+            notes[note.split(":", 1)[0] + f"#{len(notes) + 10000:05d}"] = f"- {note}"
     ordered = [rows[k] for k in sorted(rows, key=_order)]
     block = [
         "",
@@ -139,7 +154,7 @@ def write_table(
         *_HEADER,
         *ordered,
         "",
-        *[notes[k] for k in sorted(notes, key=lambda k: (_order(k.split("#")[0]), k))],
+        *[notes[k] for k in sorted(notes, key=lambda k: (_order(_entry(k)), k.split("#")[1]))],
         "",
     ]
     text = head + BEGIN + "\n".join(block) + END + tail
