@@ -3,8 +3,8 @@
 Every benchmark runs against a real ``jobledger serve`` subprocess on a free loopback
 port (never a mock), with ``JOBLEDGER_HOME`` pointing at a temporary folder so that
 the user's own registry is never touched. Timings are taken side by side: the
-jobledger call and its raw baseline alternate in one loop, and medians are compared,
-so a noisy shared machine slows both alike.
+jobledger call and its raw baseline alternate in one loop, and the median of the
+per-pair ratios is the figure, so a noisy shared machine slows both alike.
 """
 
 from __future__ import annotations
@@ -28,13 +28,18 @@ __all__ = [
     "ROOT",
     "Bench",
     "Figure",
+    "ScaleRow",
     "Service",
     "Settings",
     "clean_env",
     "home",
     "machine",
     "median",
+    "paired_ratio",
+    "ratio_spread",
+    "ratios",
     "side_by_side",
+    "spread",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +53,7 @@ class Settings:
 
     quick: bool
     scratch: Path
+    sizes: tuple[int, ...] = ()  # registry sizes of the scale figures (default: 10k, 100k, 1M)
 
     def pick(self, default: int, quick: int) -> int:
         """*quick* in quick mode, else *default*."""
@@ -70,6 +76,7 @@ class Figure:
     target: str
     passed: bool | None
     notes: list[str] = field(default_factory=list)
+    spread: str = ""  # how noisy ``value`` (or ``ratio``) is: IQR or min-max, and n
 
     @property
     def verdict(self) -> str:
@@ -77,9 +84,49 @@ class Figure:
         return "info" if self.passed is None else ("PASS" if self.passed else "MISS")
 
 
+@dataclass
+class ScaleRow:
+    """One row of the scale table: an operation, and a cell per registry size."""
+
+    title: str
+    cells: dict[str, str]
+
+
 def median(values: list[float]) -> float:
     """The median of *values*."""
     return statistics.median(values)
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles of *values* (min and max below 4 values)."""
+    if len(values) < 4:
+        return min(values), max(values)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+def spread(values: list[float], fmt: Callable[[float], str] | None = None) -> str:
+    """How spread *values* are, for the table: ``IQR a-b, n=N`` (``min-max`` below 4)."""
+    show = fmt or fmt_seconds
+    low, high = quartiles(values)
+    kind = "IQR" if len(values) >= 4 else "min-max"
+    return f"{kind} {show(low)}-{show(high)}, n={len(values)}"
+
+
+def ratios(mine: list[float], theirs: list[float]) -> list[float]:
+    """The ratio of each interleaved pair (``mine[i] / theirs[i]``)."""
+    return [a / b for a, b in zip(mine, theirs, strict=True) if b > 0]
+
+
+def paired_ratio(mine: list[float], theirs: list[float]) -> float:
+    """The median of the per-pair ratios: what an interleaved figure is judged on (a
+    load burst slows both halves of a pair, so it cancels out of each pair's ratio)."""
+    return median(ratios(mine, theirs))
+
+
+def ratio_spread(mine: list[float], theirs: list[float]) -> str:
+    """The spread of the per-pair ratios of an interleaved measurement."""
+    return "pairs " + spread(ratios(mine, theirs), lambda r: f"{r:.2f}x")
 
 
 def side_by_side(
@@ -147,17 +194,26 @@ def run_jobledger(*args: str, home_dir: Path, timeout: float = 60.0) -> str:
 class Service:
     """A ``jobledger serve --port 0`` subprocess with its own data folder and token.
 
-    A context manager: the process is stopped (SIGTERM, then SIGKILL) on exit.
+    A context manager: the process is stopped (SIGTERM, then SIGKILL) on exit. With
+    *data* and *token* it serves an existing data folder (a scale fixture's).
     """
 
-    def __init__(self, root: Path, *, workers: int = 2, user: str = "bench") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workers: int = 2,
+        user: str = "bench",
+        data: Path | None = None,
+        token: str | None = None,
+    ) -> None:
         self.root = root
-        self.data = root / "service-data"
+        self.data = data or root / "service-data"
         self.home = root / "service-home"
         self.workers = workers
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
-        self.token = self.create_token(user)
+        self.token = token or self.create_token(user)
 
     def create_token(self, user: str) -> str:
         """A new token for *user*, made with ``jobledger token create``."""
@@ -271,6 +327,8 @@ class Bench:
         self.settings = settings
         self._service: Service | None = None
         self._stack = contextlib.ExitStack()
+        self.memo: dict[Any, Any] = {}  # measurements and fixtures shared between figures
+        self.scale_rows: list[ScaleRow] = []
 
     @property
     def service(self) -> Service:

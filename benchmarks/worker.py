@@ -1,8 +1,9 @@
 """Child-process entry points, run as ``python -m benchmarks.worker <mode> ...``.
 
 ``download`` fetches a result (jobledger or raw requests) while a sampling thread
-records the process's peak RSS, and ``submit`` makes a series of submissions for the
-concurrency benchmark. Each prints one JSON object on stdout. The parent sets
+records the process's peak RSS, ``submit`` makes a series of submissions for the
+concurrency benchmark, and ``probe`` times a call on a scale fixture
+(:mod:`benchmarks.probes`). Each prints one JSON object on stdout. The parent sets
 ``JOBLEDGER_HOME`` to a temporary folder.
 """
 
@@ -124,9 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     many.add_argument("--url", required=True)
     many.add_argument("--count", type=int, required=True)
     many.add_argument("--start-at", type=float, default=0.0)
+    probe = sub.add_parser("probe")
+    probe.add_argument("op")
+    probe.add_argument("--repeat", type=int, default=1)
+    probe.add_argument("--text", default="")
     args = parser.parse_args(argv)
-    args.token = os.environ[TOKEN_ENV]
-    answer = download(args) if args.mode == "download" else submit(args)
+    if args.mode == "probe":
+        from benchmarks.probes import run_probe
+
+        answer = run_probe(args.op, args.repeat, args.text)
+    else:
+        args.token = os.environ[TOKEN_ENV]
+        answer = download(args) if args.mode == "download" else submit(args)
     print(json.dumps(answer))
 
 

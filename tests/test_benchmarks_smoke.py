@@ -1,8 +1,9 @@
 """The benchmark suite's quick mode runs end to end, so its code cannot rot.
 
 It runs ``python -m benchmarks --quick --no-write`` (tiny sizes, a real service on
-loopback, a temporary JOBLEDGER_HOME) and checks that every figure was measured. It
-asserts no timing: a slow or shared machine must not fail it.
+loopback, a temporary JOBLEDGER_HOME, scale fixtures of a few hundred jobs) and checks
+that every figure and every row of the scale table was measured. It asserts no
+timing: a slow or shared machine must not fail it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = ("B1", "B2", "B3", "B4", "B5a", "B5b", "B5c", "B6", "B7", "B8", "B9")
-IDS += ("Q1a", "Q1b", "Q2a", "Q2b", "Q3a", "Q3b", "P1", "D1")  # quantum SDKs, IBM, Dask
+IDS = (
+    *("B1", "B2", "B3", "B4", "B5a", "B5b", "B5c", "B6", "B7", "B8", "B9", "B10", "B11"),
+    *("B12a", "B12b", "B12c", "B12d", "B13a", "B13b", "B14a", "B14b", "B14c"),
+    *("B15a", "B15b", "B15c", "B15d", "B15e", "B16", "S"),
+    *("Q1a", "Q1b", "Q2a", "Q2b", "Q3a", "Q3b", "P1", "D1"),  # quantum SDKs, IBM, Dask
+)
+SCALE_ROWS = (
+    "dir(jobledger.jobs)",
+    "jobledger.jobs.__all__",
+    "IPython completion",
+    "IPython completion (jedi)",
+    "conn.jobs(limit=100)",
+    "conn.sync(), nothing new",
+    "conn.sync(fetch_results=True)",
+    "jobledger cache info (process)",
+)
 
 
 def test_quick_mode_measures_every_figure(tmp_path: Path) -> None:
@@ -36,5 +51,11 @@ def test_quick_mode_measures_every_figure(tmp_path: Path) -> None:
     summary = done.stdout.rsplit("\ntotal ", 1)[0]
     for figure in IDS:
         assert f"\n{figure} " in summary, f"{figure} missing from:\n{summary}"
+        assert "failed: " not in summary.split(f"\n{figure} ", 1)[1].split("\n", 1)[0]
+    table = summary.split("\nscale table", 1)[1]
+    for row in SCALE_ROWS:
+        line = next((t for t in table.splitlines() if t.startswith(f"| {row} |")), None)
+        assert line is not None, f"{row} missing from the scale table:\n{table}"
+        assert line.count(" ms") + line.count(" s ·") + line.count("µs") >= 3, line
     assert doc.read_text() == "untouched\n"
     assert not (tmp_path / "home").exists()  # the suite used its own temporary home
