@@ -236,11 +236,11 @@ def _batched_database(data: Path) -> Any:
         _batching = False
 
         @contextlib.contextmanager
-        def write(self) -> Iterator[sqlite3.Connection]:
+        def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
             if self._batching:
                 yield self.conn()
                 return
-            with super().write() as conn:
+            with super().write(durable=durable) as conn:
                 yield conn
 
         @contextlib.contextmanager

@@ -112,7 +112,11 @@ def b5_large_registry(bench: Bench) -> list[Figure]:
                 "AND EXISTS (SELECT 1 FROM job_tags u WHERE u.tag = ? AND "
                 "u.created_at = t.created_at AND u.job_pk = t.job_pk) "
             )
-            order = "AND t.status IN (?) ORDER BY t.created_at DESC, t.job_pk DESC LIMIT 100"
+            # Statuses are small integers named in the registry's `statuses` table.
+            order = (
+                "AND t.status IN (SELECT code FROM statuses WHERE name = ?) "
+                "ORDER BY t.created_at DESC, t.job_pk DESC LIMIT 100"
+            )
             # (name, Connection.jobs filters, the same query in raw SQL, its parameters)
             queries: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
                 (
@@ -137,6 +141,10 @@ def b5_large_registry(bench: Bench) -> list[Figure]:
                     samples = _per_call(lambda f=filters: conn.jobs(limit=100, **f), 1, rounds)
                     listing.append((name, samples, None))
                     continue
+                ours = len(conn.jobs(limit=100, **filters))
+                raw = len(db.execute(sql, args).fetchall())
+                if ours != raw:  # a baseline that finds other rows measures nothing
+                    raise RuntimeError(f"B5a {name}: raw SQL found {raw} jobs, jobledger {ours}")
                 mine, theirs = side_by_side(
                     lambda f=filters: conn.jobs(limit=100, **f),
                     lambda q=sql, a=args: db.execute(q, a).fetchall(),

@@ -41,8 +41,8 @@ from benchmarks.providers import p1_ibm_cached_read
 from benchmarks.quantum import q1_qiskit, q2_braket, q3_myqlm
 from benchmarks.registry_scale import b5_large_registry
 from benchmarks.report import print_scale, print_table, write_table
-from benchmarks.scale_out import d1_scale_out
 from benchmarks.scale import b12_namespace, b13_sync, b14_cache, b15_queries, scale_table
+from benchmarks.scale_out import d1_scale_out
 from benchmarks.service_calls import (
     b4_submit,
     b6_many_waiters,

@@ -430,8 +430,18 @@ def test_ctrl_c_in_serve_is_a_normal_stop(tmp_path: Path, running_job: bool) -> 
     env["JOBLEDGER_HOME"] = str(tmp_path / "home")
     # A terminal's Ctrl-C reaches the whole process group: the service and its workers.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobledger", "serve", "--port", "0", "--data", str(data)]
-        + ["--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "jobledger",
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            str(data),
+            "--workers",
+            "2",
+        ],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
