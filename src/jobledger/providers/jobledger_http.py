@@ -1,18 +1,21 @@
 """The protocol-v1 provider: jobledger's own job service over HTTP.
 
 One :class:`HTTPProvider` per connection holds one ``requests.Session`` per thread, with
-connect and read timeouts. Idempotent calls, and submits carrying an idempotency key, are retried
-with exponential backoff and jitter. Every ``requests`` error becomes a jobledger
-error naming the URL and what to do: unreachable services raise
-:class:`~jobledger.errors.OfflineError`, error answers the class matching their status.
-The service's JSON becomes the records of :mod:`jobledger.providers.base` here, and
-nowhere else. Only ``providers/`` imports ``requests``.
+connect and read timeouts. What ``requests`` would read from the environment (proxies,
+``NO_PROXY``, a CA bundle) is read once, when the provider is made, not on every call.
+Idempotent calls, and submits carrying an idempotency key, are retried with exponential
+backoff and jitter. Every ``requests`` error becomes a jobledger error naming the URL and
+what to do: unreachable services raise :class:`~jobledger.errors.OfflineError`, error
+answers the class matching their status. The service's JSON becomes the records of
+:mod:`jobledger.providers.base` here, and nowhere else. Only ``providers/`` imports
+``requests``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +52,7 @@ from jobledger.providers.base import (
 from jobledger.redact import redact_url
 from jobledger.status import JobStatus
 
-__all__ = ["HTTPProvider", "job_from_wire"]
+__all__ = ["HTTPProvider", "job_from_wire", "network_settings"]
 
 #: how long a submit, or a download between two chunks, may wait
 SLOW_READ_TIMEOUT = 120.0
@@ -72,6 +75,9 @@ class HTTPProvider:
     :param retries: how many times a call is retried.
     :param timeout: ``(connect, read)`` seconds for status and metadata calls;
         submits and downloads wait up to :data:`SLOW_READ_TIMEOUT` for data.
+
+    Proxies and TLS trust come from the environment as ``requests`` reads them for
+    *url* (see :func:`network_settings`), once, here.
     """
 
     def __init__(
@@ -89,7 +95,7 @@ class HTTPProvider:
         self.timeout = timeout or (DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT)
         self._local = threading.local()
         self._token = token
-        self._verify = verify
+        self._proxies, self._verify = network_settings(self.url, verify)
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         # Whether the service lists changes (updated_after): unknown until first asked;
@@ -105,6 +111,10 @@ class HTTPProvider:
         session: requests.Session | None = getattr(self._local, key, None)
         if session is None:
             session = requests.Session()
+            # Resolved once in __init__: per request, requests would scan the environment
+            # again (a tenth of a millisecond or more) and let ~/.netrc replace the token.
+            session.trust_env = False
+            session.proxies.update(self._proxies)
             session.verify = self._verify
             session.headers["User-Agent"] = f"jobledger/{__version__}"
             if self._token:
@@ -405,6 +415,24 @@ class HTTPProvider:
             return
         finally:
             response.close()
+
+
+def network_settings(url: str, verify: bool) -> tuple[dict[str, str], bool | str]:
+    """The proxies and the ``verify`` value ``requests`` would use for *url*, read from
+    the environment now.
+
+    Proxies are those of ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``ALL_PROXY`` (any case),
+    none when ``NO_PROXY`` names *url*'s host (the rules of :mod:`requests.utils`). With
+    *verify*, certificates are checked against ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE`` when one is set, else the default bundle; without it, not at all
+    (``requests`` itself would let one of those variables turn checking back on).
+    """
+    found = requests.utils.get_environ_proxies(url)
+    proxies = {scheme: proxy for scheme, proxy in found.items() if scheme != "no" and proxy}
+    if not verify:
+        return proxies, False
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return proxies, bundle or True
 
 
 def job_from_wire(data: dict[str, Any]) -> RemoteJob:
