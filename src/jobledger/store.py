@@ -14,6 +14,10 @@ like a damaged blob, is a ``CacheCorruptionError`` naming the file and
 host and process), hashed on the way and moved into place only once their digest and
 size have been checked; partial files whose writer is gone are removed when the
 store is next opened. A full disk is a :class:`~jobledger.errors.StorageFullError`.
+A batch about to be submitted is stored *durably* (``put_bytes(..., durable=True)``):
+its file and index row are flushed to disk before the call returns, and the row carries
+the diskcache tag :data:`DURABLE_TAG`, so that storing the same batch again costs no
+flush. Other blobs (downloads, which can be fetched again) are not flushed.
 Only ``bytes`` go in or come out: the store's :class:`diskcache.Disk`
 (:mod:`jobledger.store_disk`, imported on the first write only) refuses pickled keys
 and values.
@@ -40,7 +44,15 @@ from jobledger.paths import ensure_private_dir
 if TYPE_CHECKING:
     import diskcache
 
-__all__ = ["INDEX_NAME", "PARTIAL_DIR", "PartialFile", "Store", "StoreEntry", "StoreStats"]
+__all__ = [
+    "DURABLE_TAG",
+    "INDEX_NAME",
+    "PARTIAL_DIR",
+    "PartialFile",
+    "Store",
+    "StoreEntry",
+    "StoreStats",
+]
 
 INDEX_NAME = "cache.db"
 PARTIAL_DIR = "partial"
@@ -56,6 +68,8 @@ _NEARLY_FULL = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _MODE_RAW = 1
 _MODE_BINARY = 2
+#: the diskcache ``tag`` of a blob whose row and file were flushed to disk when stored
+DURABLE_TAG = "durable"
 
 
 @dataclass(frozen=True)
@@ -115,10 +129,14 @@ class Store:
 
     # -- writing -------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes, *, what: str = "blob") -> str:
+    def put_bytes(self, data: bytes, *, what: str = "blob", durable: bool = False) -> str:
         """Store *data* and return its sha256 (hex). Storing twice is harmless.
 
         :param what: what the bytes are, for messages (e.g. ``"batch"``).
+        :param durable: on disk before this returns, so that a power loss cannot take
+            the bytes (a batch about to be sent: the registry may have to send it
+            again). A blob already stored durably costs no flush; one stored otherwise
+            (a download) is flushed now.
         :raises StorageFullError: when the disk is full; nothing is stored then.
         :raises CacheCorruptionError: when the store's index is damaged.
         """
@@ -128,9 +146,57 @@ class Store:
         with self._writing(what):
             cache = self._writer()
             with cache.transact(retry=True):
-                if not _refresh(cache, digest):
+                if _refresh(cache, digest, durable_only=durable):
+                    return digest
+                if not durable:
                     cache.add(digest, data, retry=True)
+                    return digest
+            self._put_durably(cache, digest, data)
         return digest
+
+    def _put_durably(self, cache: diskcache.Cache, digest: str, data: bytes) -> None:
+        """Store blob *digest* (or mark the stored one) with everything flushed to disk:
+        its file, when it is large, then the index in a ``synchronous = FULL`` commit.
+
+        Rows written so carry :data:`DURABLE_TAG`; a row without it (a download, or one
+        stored before the tag existed) has its file flushed and is tagged here.
+        """
+        from jobledger.store_disk import StagedFile
+
+        staged: StagedFile | None = None
+        full_path: str | None = None
+        if len(data) >= cache.disk.min_file_size:
+            filename, full_path = cache.disk.filename()
+            _write_flushed(full_path, data)
+            staged = StagedFile(filename, len(data))
+        try:
+            cache._sql("PRAGMA synchronous = FULL")
+            try:
+                with cache.transact(retry=True):
+                    rows = cache._sql(
+                        "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (digest,)
+                    ).fetchall()
+                    if rows and rows[0][0]:
+                        try:
+                            _flush_file(self.path / str(rows[0][0]))
+                        except FileNotFoundError:
+                            # Its file is gone: the bytes in hand take its place.
+                            cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1", (digest,))
+                            rows = []
+                    if rows:
+                        cache._sql(
+                            "UPDATE Cache SET store_time = ?, tag = ? WHERE key = ? AND raw = 1",
+                            (time.time(), DURABLE_TAG, digest),
+                        )
+                    else:
+                        cache.add(digest, staged or data, tag=DURABLE_TAG, retry=True)
+                if not rows:
+                    full_path = None  # committed: the file is the blob's now
+            finally:
+                cache._sql("PRAGMA synchronous = NORMAL")
+        finally:
+            if full_path is not None:
+                _remove_quietly(full_path)
 
     def put_stream(
         self,
@@ -576,15 +642,51 @@ class Store:
         )
 
 
-def _refresh(cache: diskcache.Cache, digest: str) -> bool:
+def _refresh(cache: diskcache.Cache, digest: str, *, durable_only: bool = False) -> bool:
     """Mark blob *digest* as stored now, inside the caller's transaction; return
-    whether it was there. A blob stored again is young again, so that pruning
-    never removes a blob that a submission is about to refer to."""
+    whether it was there (with *durable_only*, there and stored durably). A blob
+    stored again is young again, so that pruning never removes a blob that a
+    submission is about to refer to."""
     # diskcache has no call to change store_time: its table is updated directly.
-    updated = cache._sql(
-        "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1", (time.time(), digest)
-    )
+    sql = "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1"
+    if durable_only:
+        updated = cache._sql(sql + " AND tag = ?", (time.time(), digest, DURABLE_TAG))
+    else:
+        updated = cache._sql(sql, (time.time(), digest))
     return bool(updated.rowcount)
+
+
+def _write_flushed(path: str, data: bytes) -> None:
+    """Write a new file at *path* and flush it, and the folders made for it, to disk."""
+    folder = Path(path).parent
+    made = [p for p in (folder, folder.parent) if not p.is_dir()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "xb") as writer:
+            writer.write(data)
+            writer.flush()
+            os.fsync(writer.fileno())
+        # A new file (or folder) survives a power loss only once its folder's entry does.
+        for changed in {folder, *(p.parent for p in made)}:
+            _flush_folder(changed)
+    except BaseException:
+        _remove_quietly(path)
+        raise
+
+
+def _flush_file(path: Path) -> None:
+    """Flush an existing blob file (written without a flush, by a download) to disk."""
+    with open(path, "rb") as reader:
+        os.fsync(reader.fileno())
+    _flush_folder(path.parent)
+
+
+def _flush_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

@@ -314,7 +314,9 @@ class Connection:
 
         # Shared, not copied: the registry only encodes it when the digest is new there.
         environment = captured_environment()
-        digest = self.store.put_bytes(data, what="batch")
+        # On disk before the request leaves, like the registry row: a pending
+        # submission whose answer was lost is sent again from these bytes.
+        digest = self.store.put_bytes(data, what="batch", durable=True)
         key = uuid.uuid4().hex
         pk = self.registry.record_submission(
             service=binding.service.id,
