@@ -145,12 +145,18 @@ class Store:
         digest = hashlib.sha256(data).hexdigest()
         with self._writing(what):
             cache = self._writer()
-            with cache.transact(retry=True):
-                if _refresh(cache, digest, durable_only=durable):
-                    return digest
-                if not durable:
-                    cache.add(digest, data, retry=True)
-                    return digest
+            if not durable:
+                with cache.transact(retry=True):
+                    if not _refresh(cache, digest):
+                        cache.add(digest, data, retry=True)
+                return digest
+            # Asked first on the read connection, so that a new batch takes the write
+            # lock once (for the flushed commit), not twice.
+            found = self._query("SELECT tag FROM Cache WHERE key = ? AND raw = 1", (digest,))
+            if found and found[0][0] == DURABLE_TAG:
+                with cache.transact(retry=True):
+                    if _refresh(cache, digest, durable_only=True):
+                        return digest
             self._put_durably(cache, digest, data)
         return digest
 

@@ -137,11 +137,12 @@ class Registry(RegistryReads):
                 ),
             )
             pk = int(cursor.lastrowid or 0)
-            conn.executemany(
-                "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk, status, backend) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(tag, now, pk, status, backend_key) for tag in set(tag_list)],
-            )
+            if tag_list:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO job_tags (tag, created_at, job_pk, status, backend) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(tag, now, pk, status, backend_key) for tag in set(tag_list)],
+                )
             writes.add_event(conn, resolve, pk, "submitted", backend, now)
             return pk
 
