@@ -161,10 +161,19 @@ class HTTPProvider:
         **kwargs: Any,
     ) -> requests.Response:
         url = self.url + path
-        try:
-            response = self._session(retry).request(
+        session = self._session(retry)
+        return self._answer(
+            url,
+            lambda: session.request(
                 method, url, stream=stream, timeout=timeout or self.timeout, **kwargs
-            )
+            ),
+        )
+
+    def _answer(self, url: str, send: Callable[[], requests.Response]) -> requests.Response:
+        """The response *send()* gets, with ``requests``' errors and error answers turned
+        into jobledger's."""
+        try:
+            response = send()
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise OfflineError(
                 f"cannot reach the job service at {self.shown_url} ({_reason(exc)}); check that "
@@ -180,7 +189,9 @@ class HTTPProvider:
         return response
 
     def _json(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
-        response = self._request(method, path, retry=retry, **kwargs)
+        return self._decoded(self._request(method, path, retry=retry, **kwargs), path)
+
+    def _decoded(self, response: requests.Response, path: str) -> Any:
         try:
             return response.json()
         except ValueError as exc:
@@ -223,11 +234,27 @@ class HTTPProvider:
             "tags": list(submission.tags),
             "session_id": submission.session_id,
         }
-        data = json.dumps(body, separators=(",", ":"))
-        headers = {"Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
-        return job_from_wire(
-            self._json("POST", "/v1/jobs", retry=True, data=data, headers=headers)
-        )
+        session = self._session(retry=True)
+        request = self._submit_template(session).copy()
+        request.headers["Idempotency-Key"] = idempotency_key
+        request.prepare_body(json.dumps(body, separators=(",", ":")), None)
+        url = self.url + "/v1/jobs"
+        response = self._answer(url, lambda: session.send(request, timeout=self.timeout))
+        return job_from_wire(self._decoded(response, "/v1/jobs"))
+
+    def _submit_template(self, session: requests.Session) -> requests.PreparedRequest:
+        """``POST /v1/jobs`` prepared once per session (URL, merged headers, hooks): a
+        submit copies it and adds its key and body, instead of paying ``requests``'
+        merging of session and request settings (about 80 µs a call) every time."""
+        template: requests.PreparedRequest | None = getattr(self._local, "submit", None)
+        if template is None:
+            template = session.prepare_request(
+                requests.Request(
+                    "POST", self.url + "/v1/jobs", headers={"Content-Type": "application/json"}
+                )
+            )
+            self._local.submit = template
+        return template
 
     def find_submission(self, idempotency_key: str) -> RemoteJob | None:
         """``POST /v1/jobs`` with the key and a body no service accepts: a service that
