@@ -112,6 +112,7 @@ class Store:
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._swept = False
+        self._durable: set[str] = set()  # digests lately stored or found durable here
 
     @property
     def index_path(self) -> Path:
@@ -150,15 +151,24 @@ class Store:
                     if not _refresh(cache, digest):
                         cache.add(digest, data, retry=True)
                 return digest
-            # Asked first on the read connection, so that a new batch takes the write
-            # lock once (for the flushed commit), not twice.
-            found = self._query("SELECT tag FROM Cache WHERE key = ? AND raw = 1", (digest,))
-            if found and found[0][0] == DURABLE_TAG:
+            # A batch not seen durable yet is looked up on the read connection first, so
+            # that a new one takes the write lock once (for the flushed commit), not twice.
+            if digest in self._durable or self._query(
+                "SELECT 1 FROM Cache WHERE key = ? AND raw = 1 AND tag = ?", (digest, DURABLE_TAG)
+            ):
                 with cache.transact(retry=True):
                     if _refresh(cache, digest, durable_only=True):
+                        self._seen_durable(digest)
                         return digest
             self._put_durably(cache, digest, data)
+            self._seen_durable(digest)
         return digest
+
+    def _seen_durable(self, digest: str) -> None:
+        # Only a hint of which transaction to try first: the tag is checked there.
+        if len(self._durable) >= 1024:
+            self._durable.clear()
+        self._durable.add(digest)
 
     def _put_durably(self, cache: diskcache.Cache, digest: str, data: bytes) -> None:
         """Store blob *digest* (or mark the stored one) with everything flushed to disk:
