@@ -98,6 +98,7 @@ class Store:
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._swept = False
+        self._folders: set[str] = set()
 
     @property
     def index_path(self) -> Path:
@@ -174,8 +175,7 @@ class Store:
                         "again (reconnect) and report it if it persists"
                     )
                 filename, final_path = cache.disk.filename()
-                os.makedirs(os.path.dirname(final_path), exist_ok=True)
-                os.replace(partial, final_path)
+                self._move(partial, final_path)
                 with cache.transact(retry=True):
                     if _refresh(cache, digest):
                         os.remove(final_path)
@@ -187,6 +187,22 @@ class Store:
                     _remove_quietly(final_path)
                 raise
         return digest, size
+
+    def _move(self, partial: Path, final_path: str) -> None:
+        """Rename a finished download into its place in the cache folder."""
+        folder = os.path.dirname(final_path)
+        # diskcache spreads files over 65,536 folders: make each once per process,
+        # and again if a removal emptied and deleted it since.
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            os.replace(partial, final_path)
+        except FileNotFoundError:
+            if not partial.exists():
+                raise
+            os.makedirs(folder, exist_ok=True)
+            os.replace(partial, final_path)
 
     # -- reading -------------------------------------------------------------------
 
