@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobledger.registry import writes
-from jobledger.registry.audit_reads import AuditReads, ChainedEvent
 from jobledger.registry.codec import digest_value, key_value
 from jobledger.registry.reads import RegistryReads
 from jobledger.registry.records import (
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from jobledger.providers.base import RemoteJob
     from jobledger.registry.keys import Resolver
 
-__all__ = ["AuditReads", "ChainedEvent", "Registry"]
+__all__ = ["Registry"]
 
 T = TypeVar("T")
 
