@@ -31,13 +31,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jobledger.errors import CacheCorruptionError, StorageFullError
 from jobledger.frozen import Frozen
 from jobledger.paths import ensure_private_dir
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     import diskcache
 
 __all__ = ["INDEX_NAME", "PARTIAL_DIR", "PartialFile", "Store", "StoreEntry", "StoreStats"]
