@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def test_a_record_reads_and_compares_like_a_frozen_dataclass(record: Frozen) -> 
     changed = replace(record, **{name: "other"})
     assert getattr(changed, name) == "other" and changed != record
     assert getattr(record, name) != "other"
+
+
+@pytest.mark.parametrize(
+    "kind", [BlobRef, ServiceRecord, JobRecord, StoreStats, StoreEntry, PartialFile, Paths]
+)
+def test_a_records_init_takes_its_fields_in_order(kind: type[Frozen]) -> None:
+    # As a dataclass's generated __init__: positional arguments fill the fields in order.
+    assert tuple(inspect.signature(kind).parameters) == tuple(kind.__annotations__)
 
 
 def test_records_hash_by_value_unless_they_hold_a_dict() -> None:
