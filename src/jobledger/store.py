@@ -30,14 +30,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jobledger.errors import CacheCorruptionError, StorageFullError
+from jobledger.frozen import Frozen
 from jobledger.paths import ensure_private_dir
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     import diskcache
 
 __all__ = ["INDEX_NAME", "PARTIAL_DIR", "PartialFile", "Store", "StoreEntry", "StoreStats"]
@@ -58,16 +60,17 @@ _MODE_RAW = 1
 _MODE_BINARY = 2
 
 
-@dataclass(frozen=True)
-class StoreStats:
+class StoreStats(Frozen):
     """How many blobs the store holds and their total size in bytes."""
 
     count: int
     size: int
 
+    def __init__(self, count: int, size: int) -> None:
+        self.__dict__.update(count=count, size=size)
 
-@dataclass(frozen=True)
-class StoreEntry:
+
+class StoreEntry(Frozen):
     """One stored blob: its digest, size in bytes and when it was last stored
     (seconds since the epoch; storing it again refreshes it)."""
 
@@ -75,14 +78,19 @@ class StoreEntry:
     size: int
     stored_at: float
 
+    def __init__(self, sha256: str, size: int, stored_at: float) -> None:
+        self.__dict__.update(sha256=sha256, size=size, stored_at=stored_at)
 
-@dataclass(frozen=True)
-class PartialFile:
+
+class PartialFile(Frozen):
     """A download in progress (or left by a killed one) in the store's ``partial/``."""
 
     path: Path
     size: int
     modified_at: float
+
+    def __init__(self, path: Path, size: int, modified_at: float) -> None:
+        self.__dict__.update(path=path, size=size, modified_at=modified_at)
 
 
 class Store:

@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from jobledger import codecs
 from jobledger.client.streaming import EventStream, reporting
@@ -28,7 +27,10 @@ from jobledger.errors import (
 from jobledger.registry import BlobRef, JobRecord, Registry
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.client.connection import Connection
     from jobledger.job_info import JobInfo, QueueInfo
     from jobledger.providers.base import Provider, RemoteJob

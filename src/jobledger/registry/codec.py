@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from jobledger.registry.records import (
     STATUS_CODES,
@@ -32,7 +31,10 @@ from jobledger.registry.records import (
 )
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.registry.keys import Keys, Resolver
 
 __all__ = [
