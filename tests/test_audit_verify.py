@@ -255,8 +255,7 @@ def test_verify_changes_nothing_and_opens_no_socket(
 def test_migration_chains_the_rows_of_a_schema_3_registry(
     ledger: list[Job], tmp_path: Path
 ) -> None:
-    from dataclasses import replace
-
+    from jobledger.frozen import replace
     from legacy_registry import downgrade
 
     paths = get_paths()

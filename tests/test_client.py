@@ -283,11 +283,28 @@ def test_sequential_results_of_finished_jobs(service: Any, http: Any) -> None:
     conn, jobs = finished_on_the_service(service, http, 5)
     with conn:
         assert [job.result(timeout=60) for job in jobs] == [{"n": n} for n in range(5)]
-        # One status round per job, and none for a job the registry knows is final.
-        assert conn.poller.rounds == 5
+        # The result request itself says the job is DONE (X-Job-Status): no status
+        # round at all, and the final status and dates are recorded.
+        assert conn.poller.rounds == 0
+        for job in jobs:
+            record = job._reload()
+            assert record.status is JobStatus.DONE and record.ended_at is not None
+            assert record.started_at is not None and job.ending_date is not None
         assert [job.result() for job in jobs] == [{"n": n} for n in range(5)]
         again = conn.job(str(jobs[0].job_id))
-        assert again.result() == {"n": 0} and conn.poller.rounds == 5
+        assert again.result() == {"n": 0} and conn.poller.rounds == 0
+
+
+def test_result_of_an_unfinished_or_failed_job_still_waits_for_its_end(service: Any) -> None:
+    token = service.create_token(f"user{time.monotonic_ns()}")
+    with jobledger.connect(url=service.url, token=token) as conn:
+        slow = conn.submit({"n": 1}, "sleep", params={"seconds": 0.5, "interval": 0.25})
+        assert slow.result(timeout=30) == {"slept": 0.5}
+        assert conn.poller.rounds >= 1  # the result was not ready: it waited as usual
+        failing = conn.submit({}, "fail", params={"message": "broken on purpose"})
+        with pytest.raises(JobFailureError, match="broken on purpose"):
+            failing.result(timeout=30)
+        assert failing.status() is JobStatus.ERROR
 
 
 def test_unknown_job_and_wrong_token(conn: Connection, service: Any) -> None:

@@ -64,9 +64,15 @@ def test_public_names() -> None:
     assert jobledger.JobStatus.DONE == "DONE"
 
 
+# What a cold read must not load besides: dataclasses brings inspect, ast and dis, and
+# typing is only for the type checker (docs/architecture.md, "The cold read path").
+NOT_ON_THE_READ_PATH = ("dataclasses", "inspect", "typing")
+
+
 def test_reading_a_stored_result_loads_no_network_nor_diskcache(tmp_path: Path) -> None:
     """``from jobledger.jobs import X; X.result()`` of a stored result, in a new process:
-    only the registry and the store's index are read, through sqlite3."""
+    only the registry and the store's index are read, through sqlite3, and nothing is
+    imported that only defining records or type hints would need."""
     from jobledger.codecs import encode
     from jobledger.ids import new_job_id
     from jobledger.paths import Paths
@@ -86,10 +92,12 @@ def test_reading_a_stored_result_loads_no_network_nor_diskcache(tmp_path: Path) 
     (record,) = registry.find(job_id)
     registry.set_result(record.pk, BlobRef(digest, len(data), media_type))
     registry.close()
-    watched = (*HEAVY, *SDKS, "diskcache", "socket", "uuid", "pickle")
+    watched = (*HEAVY, *SDKS, *NOT_ON_THE_READ_PATH, "diskcache", "socket", "uuid", "pickle")
     code = (
-        f"from jobledger.jobs import {job_id} as job; value = job.result(); import sys; "
-        f"print(value, sorted(m for m in sys.modules if m.split('.')[0] in {watched!r}))"
+        "import sys; before = set(sys.modules); "  # what the interpreter's start-up loaded
+        f"from jobledger.jobs import {job_id} as job; value = job.result(); "
+        "print(value, sorted(m for m in set(sys.modules) - before "
+        f"if m.split('.')[0] in {watched!r}))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
     out = subprocess.run(

@@ -29,7 +29,7 @@ from jobledger.config import save_profile
 from jobledger.errors import AuthenticationError, ConfigError, OfflineError, ServiceError
 from jobledger.providers.braket import KEY_TAG, TASK_RESULT
 from standins.braket_api import ACCESS_KEY, SV1, BraketStandIn
-from standins.braket_fixtures import braket_standin
+from standins.braket_fixtures import braket_standin, save_braket_profile
 
 __all__ = ["braket_standin"]  # fixtures used by name below
 
@@ -40,19 +40,7 @@ CREATE = "POST create"
 @pytest.fixture
 def profile(braket_standin: BraketStandIn, jobledger_home: Path) -> str:
     """A saved ``braket`` profile pointing at the stand-in."""
-    save_profile(
-        "aws",
-        url="https://braket.amazonaws.com",
-        provider="braket",
-        options={
-            "region": "us-east-1",
-            "s3_bucket": BUCKET,
-            "s3_prefix": "runs",
-            "endpoint_url": braket_standin.endpoint_url,
-            "s3_endpoint_url": braket_standin.s3_endpoint_url,
-        },
-    )
-    return "aws"
+    return save_braket_profile(braket_standin, bucket=BUCKET)
 
 
 def bell() -> Circuit:

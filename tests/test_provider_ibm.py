@@ -27,8 +27,13 @@ import jobledger
 from jobledger import JobStatus
 from jobledger.config import save_profile
 from jobledger.errors import AuthenticationError, ConfigError
-from jobledger.providers.ibm import ENV_API_URL, RUNTIME_JSON
-from standins.ibm_fixtures import SDK_PRIMITIVE_DEPRECATIONS, ibm_service, ibm_standin
+from jobledger.providers.ibm import RUNTIME_JSON
+from standins.ibm_fixtures import (
+    SDK_PRIMITIVE_DEPRECATIONS,
+    ibm_service,
+    ibm_standin,
+    save_ibm_profile,
+)
 from standins.ibm_runtime import IBMStandIn
 
 __all__ = ["ibm_service", "ibm_standin"]  # fixtures used by name below
@@ -42,16 +47,7 @@ SUBMIT = "POST /api/v1/jobs"
 @pytest.fixture
 def profile(ibm_standin: IBMStandIn, jobledger_home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A saved ``ibm-quantum`` profile pointing at the stand-in."""
-    endpoints = ibm_standin.endpoints
-    monkeypatch.setenv(ENV_API_URL, endpoints.api_url)
-    save_profile(
-        "ibm",
-        url=endpoints.url,
-        token=endpoints.api_key,
-        provider="ibm-quantum",
-        instance=endpoints.instance,
-    )
-    return "ibm"
+    return save_ibm_profile(ibm_standin, monkeypatch)
 
 
 _CIRCUITS: dict[str, Any] = {}

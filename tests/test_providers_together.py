@@ -25,10 +25,9 @@ import jobledger
 from conftest import RunningService
 from jobledger.config import save_profile
 from jobledger.providers import qlmaas
-from jobledger.providers.ibm import ENV_API_URL
 from standins.braket_api import SV1, BraketStandIn
-from standins.braket_fixtures import braket_standin
-from standins.ibm_fixtures import SDK_PRIMITIVE_DEPRECATIONS, ibm_standin
+from standins.braket_fixtures import braket_standin, save_braket_profile
+from standins.ibm_fixtures import SDK_PRIMITIVE_DEPRECATIONS, ibm_standin, save_ibm_profile
 from standins.ibm_runtime import IBMStandIn
 from standins.qlmaas_connection import QPU, QLMaaSStandIn
 from test_provider_ibm import bell_pubs
@@ -52,26 +51,8 @@ def profiles(
     braket_standin: BraketStandIn,
 ) -> dict[str, Any]:
     """Profiles ``ibm``, ``aws`` and ``qlm`` pointing at their stand-ins."""
-    endpoints = ibm_standin.endpoints
-    monkeypatch.setenv(ENV_API_URL, endpoints.api_url)
-    save_profile(
-        "ibm",
-        url=endpoints.url,
-        token=endpoints.api_key,
-        provider="ibm-quantum",
-        instance=endpoints.instance,
-    )
-    save_profile(
-        "aws",
-        url="https://braket.amazonaws.com",
-        provider="braket",
-        options={
-            "region": "us-east-1",
-            "s3_bucket": "jobledger-results",
-            "endpoint_url": braket_standin.endpoint_url,
-            "s3_endpoint_url": braket_standin.s3_endpoint_url,
-        },
-    )
+    save_ibm_profile(ibm_standin, monkeypatch)
+    save_braket_profile(braket_standin)
     root = tmp_path / "qlmaas-server"
     monkeypatch.setenv("QLM_USER", "ada")
     monkeypatch.setenv("QLM_PASSWD", "secret")

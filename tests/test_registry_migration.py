@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from jobledger import audit
+from jobledger.frozen import replace
 from jobledger.paths import Paths
 from jobledger.provenance import provenance_digest
 from jobledger.providers import RemoteJob

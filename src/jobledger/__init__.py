@@ -9,8 +9,6 @@ This module imports nothing heavy: the network stack loads only when a call need
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from jobledger.errors import (
     AuthenticationError,
     CacheCorruptionError,
@@ -28,7 +26,10 @@ from jobledger.errors import (
 )
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.client.connection import Connection
     from jobledger.client.job import Job
     from jobledger.job_info import JobInfo

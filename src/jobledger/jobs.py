@@ -20,15 +20,16 @@ never touch the registry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 # Every public name here is one an alias cannot take (names.RESERVED_NAMES): module
 # attributes come before __getattr__, so such an alias could never be imported.
 from jobledger import names as _names
 from jobledger.errors import JobNotFoundError
 from jobledger.paths import get_paths
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.client.job import Job
     from jobledger.registry import Registry
     from jobledger.store import Store

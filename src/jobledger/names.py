@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
     from jobledger.registry import JobRecord, Registry
 

@@ -14,8 +14,9 @@ import os
 import stat
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+
+from jobledger.frozen import Frozen
 
 __all__ = ["PRIVATE_DIR_MODE", "Paths", "ensure_private_dir", "get_paths"]
 
@@ -23,14 +24,16 @@ APP = "jobledger"
 PRIVATE_DIR_MODE = 0o700
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Frozen):
     """The folders and files jobledger uses."""
 
     data: Path
     cache: Path
     config: Path
     runtime: Path
+
+    def __init__(self, data: Path, cache: Path, config: Path, runtime: Path) -> None:
+        self.__dict__.update(data=data, cache=cache, config=config, runtime=runtime)
 
     @property
     def registry(self) -> Path:

@@ -10,9 +10,11 @@ and loaded on first use, so that reading a job's status or result never builds i
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.job_info import JobInfo
 
 __all__ = ["FINAL_STATES", "JobInfo", "JobStatus", "parse_status"]

@@ -34,14 +34,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jobledger.errors import CacheCorruptionError, StorageFullError
+from jobledger.frozen import Frozen
 from jobledger.paths import ensure_private_dir
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     import diskcache
 
 __all__ = [
@@ -72,16 +74,17 @@ _MODE_BINARY = 2
 DURABLE_TAG = "durable"
 
 
-@dataclass(frozen=True)
-class StoreStats:
+class StoreStats(Frozen):
     """How many blobs the store holds and their total size in bytes."""
 
     count: int
     size: int
 
+    def __init__(self, count: int, size: int) -> None:
+        self.__dict__.update(count=count, size=size)
 
-@dataclass(frozen=True)
-class StoreEntry:
+
+class StoreEntry(Frozen):
     """One stored blob: its digest, size in bytes and when it was last stored
     (seconds since the epoch; storing it again refreshes it)."""
 
@@ -89,14 +92,19 @@ class StoreEntry:
     size: int
     stored_at: float
 
+    def __init__(self, sha256: str, size: int, stored_at: float) -> None:
+        self.__dict__.update(sha256=sha256, size=size, stored_at=stored_at)
 
-@dataclass(frozen=True)
-class PartialFile:
+
+class PartialFile(Frozen):
     """A download in progress (or left by a killed one) in the store's ``partial/``."""
 
     path: Path
     size: int
     modified_at: float
+
+    def __init__(self, path: Path, size: int, modified_at: float) -> None:
+        self.__dict__.update(path=path, size=size, modified_at=modified_at)
 
 
 class Store:
@@ -113,6 +121,7 @@ class Store:
         self._readers = threading.local()
         self._swept = False
         self._durable: set[str] = set()  # digests lately stored or found durable here
+        self._folders: set[str] = set()
 
     @property
     def index_path(self) -> Path:
@@ -256,8 +265,7 @@ class Store:
                         "again (reconnect) and report it if it persists"
                     )
                 filename, final_path = cache.disk.filename()
-                os.makedirs(os.path.dirname(final_path), exist_ok=True)
-                os.replace(partial, final_path)
+                self._move(partial, final_path)
                 with cache.transact(retry=True):
                     if _refresh(cache, digest):
                         os.remove(final_path)
@@ -269,6 +277,22 @@ class Store:
                     _remove_quietly(final_path)
                 raise
         return digest, size
+
+    def _move(self, partial: Path, final_path: str) -> None:
+        """Rename a finished download into its place in the cache folder."""
+        folder = os.path.dirname(final_path)
+        # diskcache spreads files over 65,536 folders: make each once per process,
+        # and again if a removal emptied and deleted it since.
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            os.replace(partial, final_path)
+        except FileNotFoundError:
+            if not partial.exists():
+                raise
+            os.makedirs(folder, exist_ok=True)
+            os.replace(partial, final_path)
 
     # -- reading -------------------------------------------------------------------
 

@@ -36,3 +36,27 @@ def braket_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[BraketStandIn]:
         finally:
             standin.stop()
     assert not refused, f"Non-loopback connections were attempted: {refused}"
+
+
+def save_braket_profile(
+    standin: BraketStandIn,
+    name: str = "aws",
+    bucket: str = "jobledger-results",
+    prefix: str = "runs",
+) -> str:
+    """Save a ``braket`` profile *name* whose API and S3 are the started *standin*."""
+    from jobledger.config import save_profile
+
+    save_profile(
+        name,
+        url="https://braket.amazonaws.com",
+        provider="braket",
+        options={
+            "region": "us-east-1",
+            "s3_bucket": bucket,
+            "s3_prefix": prefix,
+            "endpoint_url": standin.endpoint_url,
+            "s3_endpoint_url": standin.s3_endpoint_url,
+        },
+    )
+    return name

@@ -105,3 +105,22 @@ def ibm_service(ibm_standin: IBMStandIn) -> Any:
     from qiskit_ibm_runtime import QiskitRuntimeService
 
     return QiskitRuntimeService(**ibm_standin.endpoints.service_kwargs())
+
+
+def save_ibm_profile(
+    standin: IBMStandIn, monkeypatch: pytest.MonkeyPatch, name: str = "ibm"
+) -> str:
+    """Save an ``ibm-quantum`` profile *name* pointing at the started *standin*."""
+    from jobledger.config import save_profile
+    from jobledger.providers.ibm import ENV_API_URL
+
+    endpoints = standin.endpoints
+    monkeypatch.setenv(ENV_API_URL, endpoints.api_url)
+    save_profile(
+        name,
+        url=endpoints.url,
+        token=endpoints.api_key,
+        provider="ibm-quantum",
+        instance=endpoints.instance,
+    )
+    return name

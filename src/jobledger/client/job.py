@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from jobledger import codecs
 from jobledger.client.streaming import EventStream, reporting
@@ -28,10 +27,13 @@ from jobledger.errors import (
 from jobledger.registry import BlobRef, JobRecord, Registry
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.client.connection import Connection
     from jobledger.job_info import JobInfo, QueueInfo
-    from jobledger.providers.base import Provider
+    from jobledger.providers.base import Provider, RemoteJob
     from jobledger.store import Store
 
 __all__ = ["BackendName", "Job", "JobId"]
@@ -375,8 +377,47 @@ class Job:
 
     def join(self, timeout: float | None = None) -> Any:
         """Wait for the job and return its result (QLMaaS dialect)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
+        if not (self._record.status.is_final or self._reload().status.is_final):
+            self._eager_result()
         self.wait_for_final_state(timeout)
         return self.get_result()
+
+    def _eager_result(self) -> None:
+        """Ask for the result of a job not seen finishing, where the service answers that
+        in one request (:class:`~jobledger.providers.base.EagerResults`): when the job has
+        finished, its result is stored and its final status recorded; otherwise nothing
+        changes and the caller waits as usual."""
+        from jobledger.providers.base import EagerResults
+
+        record = self._record
+        job_id = record.job_id
+        if job_id is None:
+            return
+        conn = self._conn
+        conn.bind()
+
+        def attempt(provider: Provider) -> tuple[BlobRef, RemoteJob | None] | None:
+            if not (isinstance(provider, EagerResults) and provider.eager_results):
+                return None
+            try:
+                return self._download(provider, job_id, "result", record.result, None)
+            except ResultNotReadyError:
+                return None  # not finished (or failed: the status round says which)
+            except ServiceError as exc:
+                if exc.status_code in (409, 410):
+                    return None
+                raise
+
+        found = conn.call(attempt)
+        if found is None:
+            return
+        ref, job = found
+        conn.registry.set_result(record.pk, ref)
+        if job is not None:
+            conn.registry.apply_infos(conn.service_id, [job])
+        self._reload()
 
     def result(self, timeout: float | None = None, decoder: Any = None) -> Any:
         """Wait for the job and return its result (Qiskit dialect).
@@ -480,15 +521,7 @@ class Job:
         assert job_id is not None
 
         def download(provider: Provider) -> BlobRef:
-            with provider.download(job_id, part) as payload:
-                expected = payload.sha256 or (known.sha256 if known else None)
-                chunks = payload.chunks
-                if progress is not None:
-                    chunks = reporting(chunks, payload.size, progress)
-                digest, size = self._store.put_stream(
-                    chunks, expected_sha256=expected, expected_size=payload.size
-                )
-                return BlobRef(digest, size, payload.media_type)
+            return self._download(provider, job_id, part, known, progress)[0]
 
         ref: BlobRef = conn.call(download)
         if part == "result":
@@ -497,6 +530,26 @@ class Job:
             conn.registry.set_batch(record.pk, ref)
         self._reload()
         return ref
+
+    def _download(
+        self,
+        provider: Provider,
+        job_id: str,
+        part: str,
+        known: BlobRef | None,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> tuple[BlobRef, RemoteJob | None]:
+        """Stream the job's *part* into the store (checked against the digest announced,
+        else the one recorded); the blob, and the job's status if the service sent it."""
+        with provider.download(job_id, part) as payload:
+            expected = payload.sha256 or (known.sha256 if known else None)
+            chunks = payload.chunks
+            if progress is not None:
+                chunks = reporting(chunks, payload.size, progress)
+            digest, size = self._store.put_stream(
+                chunks, expected_sha256=expected, expected_size=payload.size
+            )
+            return BlobRef(digest, size, payload.media_type), payload.job
 
     def get_batch(self) -> Any:
         """The submitted batch, from the store (downloaded once when missing, and again

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import JobledgerError
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobledger.client.connection import Connection
 
 __all__ = ["EventStream", "reporting"]

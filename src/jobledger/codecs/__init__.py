@@ -12,12 +12,15 @@ import only :mod:`jobledger.errors` and the SDK they serve.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from jobledger.codecs.core import BYTES, JSON, NPY
 from jobledger.codecs.core import decode as _core_decode
 from jobledger.codecs.core import encode as _core_encode
 from jobledger.errors import CodecError
+
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BYTES", "DECODERS", "JSON", "MEDIA_TYPES", "NPY", "SDK_EXTRAS", "decode", "encode"]
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 from jobledger.errors import CodecError
+
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BYTES",

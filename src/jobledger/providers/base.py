@@ -22,6 +22,7 @@ __all__ = [
     "ChangeFeed",
     "ChangePage",
     "Download",
+    "EagerResults",
     "Event",
     "JobQuery",
     "Provider",
@@ -144,12 +145,14 @@ class Event:
 
 @dataclass
 class Download:
-    """A payload being downloaded: its announced media type, digest and size."""
+    """A payload being downloaded: its announced media type, digest and size, and
+    (where the service says it with a result) the job's status entry."""
 
     media_type: str
     sha256: str | None
     size: int | None
     chunks: Iterator[bytes]
+    job: RemoteJob | None = None
 
 
 class Provider(Protocol):
@@ -228,6 +231,17 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+@runtime_checkable
+class EagerResults(Protocol):
+    """A provider whose result download of an unfinished job fails at once with
+    :class:`~jobledger.errors.ResultNotReadyError` and whose result download carries the
+    job's final status (:attr:`Download.job`): ``result()`` of a job that may have
+    finished unseen asks for the result directly, in one request, instead of a status
+    round and then a download."""
+
+    eager_results: bool
 
 
 @runtime_checkable

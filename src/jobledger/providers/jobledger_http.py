@@ -80,6 +80,10 @@ class HTTPProvider:
     *url* (see :func:`network_settings`), once, here.
     """
 
+    #: a result download of an unfinished job is a ``409`` at once, and a result
+    #: carries the job's status entry (``X-Job-Status``): see :class:`EagerResults`
+    eager_results = True
+
     def __init__(
         self,
         url: str,
@@ -377,11 +381,13 @@ class HTTPProvider:
         )
         try:
             length = response.headers.get("Content-Length")
+            status = response.headers.get("X-Job-Status") if part == "result" else None
             yield Download(
                 media_type=response.headers.get("Content-Type", "application/octet-stream"),
                 sha256=response.headers.get("X-Content-SHA256"),
                 size=int(length) if length and length.isdigit() else None,
                 chunks=_chunks(response, self.shown_url),
+                job=_status_header(status) if status else None,
             )
         finally:
             response.close()
@@ -616,3 +622,13 @@ class _NotFound(ServiceError, JobNotFoundError):
 
 class _NotReady(ServiceError, ResultNotReadyError):
     """The service has no result for the job yet."""
+
+
+def _status_header(text: str) -> RemoteJob | None:
+    """The job status entry a result download carries, or ``None`` when it cannot be
+    read (the result itself is still good: the status is then asked for separately)."""
+    try:
+        data = json.loads(text)
+        return job_from_wire(data) if isinstance(data, dict) else None
+    except (ValueError, ServiceError):
+        return None

@@ -5,7 +5,7 @@ bundles carry them (hex digests, ISO dates, status and kind names, service ids),
 whatever the file stores: the event hash chain covers that text form, and exported
 bundles keep one format. A schema 5 event whose ``prev_sha256`` is NULL gets the
 sha256 of the row before it (:attr:`ChainedEvent.prev_implied` says so). Nothing here
-writes. Re-exported by :mod:`jobledger.registry.core`.
+writes. Imported by the audit only, so a cold read never loads it.
 """
 
 from __future__ import annotations

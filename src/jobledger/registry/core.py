@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobledger.registry import writes
-from jobledger.registry.audit_reads import AuditReads, ChainedEvent
 from jobledger.registry.codec import digest_value, key_value
 from jobledger.registry.reads import RegistryReads
 from jobledger.registry.records import (
@@ -33,13 +31,16 @@ from jobledger.registry.records import (
 )
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from jobledger.providers.base import RemoteJob
     from jobledger.registry.keys import Resolver
 
-__all__ = ["AuditReads", "ChainedEvent", "Registry"]
+    T = TypeVar("T")
 
-T = TypeVar("T")
+__all__ = ["Registry"]
 
 
 class Registry(RegistryReads):

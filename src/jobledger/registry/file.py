@@ -18,15 +18,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from jobledger.errors import RegistryError
 from jobledger.registry.backup import check_not_lost, start_daily_backup, take_backup, write_stamp
 from jobledger.registry.schema import SCHEMA_VERSION, migrate, schema_version
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
 __all__ = ["RegistryFile", "damaged"]
 
-T = TypeVar("T")
 _WRITE_ATTEMPTS = 10
 _WRITERS: dict[str, threading.RLock] = {}
 _WRITERS_LOCK = threading.Lock()

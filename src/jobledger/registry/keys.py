@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    Reader = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 __all__ = ["Keys", "Resolver"]
-
-Reader = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
 class Resolver:

@@ -15,7 +15,6 @@ import contextlib
 import json
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
 from jobledger.errors import RegistryError
 from jobledger.registry.codec import (
@@ -41,8 +40,10 @@ from jobledger.registry.records import (
 )
 from jobledger.status import JobStatus
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 __all__ = ["RegistryReads"]
 

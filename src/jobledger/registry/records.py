@@ -1,4 +1,4 @@
-"""The registry's records: the frozen data classes a query returns, dates and statuses.
+"""The registry's records: the frozen records a query returns, dates and statuses.
 
 :class:`JobRecord`, :class:`ServiceRecord` and :class:`BlobRef` are what crosses the
 registry's boundary (digests as hex text, dates as timezone-aware UTC datetimes,
@@ -8,17 +8,23 @@ small integers of :data:`STATUS_CODES`; the text forms are UTC ISO 8601 strings
 (:func:`now_iso`, :func:`parse_date`, :func:`to_iso`, :func:`iso_from_micros`) and the
 status names. ``dumps`` is the one JSON form the registry writes. Rows are decoded in
 :mod:`jobledger.registry.codec`. Re-exported by :mod:`jobledger.registry`.
+
+The records are :class:`~jobledger.frozen.Frozen` (frozen like a dataclass, without
+importing :mod:`dataclasses`: every cold read builds them).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from jobledger.frozen import Frozen
 from jobledger.status import JobStatus
+
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "STATUS_CODES",
@@ -54,17 +60,18 @@ _FAST_LIMIT = 4_000_000_000 * 1_000_000  # year 2096
 _fromtimestamp = datetime.fromtimestamp
 
 
-@dataclass(frozen=True)
-class BlobRef:
+class BlobRef(Frozen):
     """A payload known by its digest: where it came from is the job's business."""
 
     sha256: str
     size: int
     media_type: str
 
+    def __init__(self, sha256: str, size: int, media_type: str) -> None:
+        self.__dict__.update(sha256=sha256, size=size, media_type=media_type)
 
-@dataclass(frozen=True)
-class ServiceRecord:
+
+class ServiceRecord(Frozen):
     """A job service the registry has recorded jobs for."""
 
     id: str
@@ -74,9 +81,11 @@ class ServiceRecord:
     kind: str
     profile: str | None
 
+    def __init__(self, id: str, url: str, kind: str, profile: str | None) -> None:
+        self.__dict__.update(id=id, url=url, kind=kind, profile=profile)
 
-@dataclass(frozen=True)
-class JobRecord:
+
+class JobRecord(Frozen):
     """One row of the ``jobs`` table, decoded."""
 
     pk: int
@@ -100,8 +109,60 @@ class JobRecord:
     idempotency_key: str
     submit_state: str  # "pending" (not acknowledged yet), "sent", "synced" or "refused"
     last_seen_at: datetime | None
-    usage: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any]
+    extras: dict[str, Any]
+
+    def __init__(
+        self,
+        pk: int,
+        job_id: str | None,
+        service: str | None,
+        alias: str | None,
+        backend: str,
+        backend_version: str | None,
+        status: JobStatus,
+        created_at: datetime,
+        started_at: datetime | None,
+        ended_at: datetime | None,
+        queue_position: int | None,
+        message: str | None,
+        tags: tuple[str, ...],
+        session_id: str | None,
+        params: dict[str, Any],
+        batch: BlobRef | None,
+        result: BlobRef | None,
+        provenance: str | None,
+        idempotency_key: str,
+        submit_state: str,
+        last_seen_at: datetime | None,
+        usage: dict[str, Any] | None = None,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
+        self.__dict__.update(
+            pk=pk,
+            job_id=job_id,
+            service=service,
+            alias=alias,
+            backend=backend,
+            backend_version=backend_version,
+            status=status,
+            created_at=created_at,
+            started_at=started_at,
+            ended_at=ended_at,
+            queue_position=queue_position,
+            message=message,
+            tags=tags,
+            session_id=session_id,
+            params=params,
+            batch=batch,
+            result=result,
+            provenance=provenance,
+            idempotency_key=idempotency_key,
+            submit_state=submit_state,
+            last_seen_at=last_seen_at,
+            usage={} if usage is None else usage,
+            extras={} if extras is None else extras,
+        )
 
     @property
     def name(self) -> str:

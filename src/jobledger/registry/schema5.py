@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from jobledger.registry.codec import (
     JOB_COLUMNS,
@@ -34,6 +33,10 @@ from jobledger.registry.codec import (
 from jobledger.registry.keys import Resolver
 from jobledger.registry.records import STATUS_CODES, now_micros
 from jobledger.registry.writes import GENESIS
+
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["PAGE", "VIEWS", "create", "migration_5"]
 

@@ -23,7 +23,6 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from jobledger.registry.codec import (
     digest_value,
@@ -39,6 +38,7 @@ from jobledger.registry.records import (
     to_micros,
 )
 
+TYPE_CHECKING = False  # typing's flag without importing typing (see docs/architecture.md)
 if TYPE_CHECKING:
     from jobledger.providers.base import RemoteJob
     from jobledger.registry.keys import Resolver

@@ -10,6 +10,7 @@ methods, is answered as ``{"error": {"code", "message"}}``.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -391,7 +392,13 @@ def _handlers(svc: Service) -> list[Route]:
     async def result(request: Request) -> Response:
         job = await run_in_threadpool(svc.job, request)
         shown = job.result if job.status is JobStatus.DONE else None
-        return await run_in_threadpool(payload, shown, job, "result")
+        response = await run_in_threadpool(payload, shown, job, "result")
+        # The job's status entry rides along, so a client that asks for the result of
+        # a job it has not seen finish learns its final state in the same request.
+        response.headers["X-Job-Status"] = json.dumps(
+            wire.status_entry(job), ensure_ascii=True, separators=(",", ":")
+        )
+        return response
 
     async def events(request: Request) -> Response:
         job = await run_in_threadpool(svc.job, request)

@@ -130,7 +130,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 def _paths() -> dict[str, Any]:
     payload = {
         "200": {
-            "description": "the bytes, with Content-Type, Content-Length and X-Content-SHA256",
+            "description": "the bytes, with Content-Type, Content-Length and X-Content-SHA256 "
+            "(a result also with X-Job-Status: the job's status entry as ASCII JSON)",
             "content": {
                 # A JSON payload is any JSON value; the others are opaque bytes.
                 "application/json": {},
